@@ -1,0 +1,311 @@
+"""The two dataset contracts every source implements.
+
+A map-style source subclasses :class:`MapDataset` and implements three methods:
+``_num_rows()``, ``_fetch(indices) -> pyarrow.Table`` (the rows, in the order asked, one round trip)
+and ``describe()`` (a credential-free name for messages). Everything else (list-like indexing,
+``__getitems__``, ``(x, y)`` samples, transforms, label columns, fingerprints, caching) is here.
+
+An iterable source subclasses :class:`StreamDataset` and implements ``_iter_tables(world, epoch,
+skip)``: the Arrow tables of one shard, in a deterministic order. The base adds the shuffle buffer,
+row- and batch-level iteration and checkpointing.
+
+NOTE [ Stream checkpoints ]
+A stream's position is ``(epoch, emitted)``: rows of this shard already handed out. A shard is
+deterministic for its ``(seed, epoch, shard)``, so resuming replays it and skips ``emitted`` rows;
+without a shuffle buffer the skip is pushed down to the source (``skip=``), with one the buffer is
+replayed so its contents are exactly those of the uninterrupted run. Sources with real positions
+(Kafka offsets) override ``state_dict``/``load_state_dict`` on their iterator instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from torch.utils.data import Dataset, IterableDataset
+
+from .columns import ColumnBatch, RowLocator, SampleSpec
+from .errors import ConfigError, StateError
+from .sampling import World, dist_rank_world, shard_seed
+
+
+def normalize_indices(indices: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
+    """Indices as int64 numpy, negatives wrapped like a list; out of range is an IndexError."""
+    idx = np.asarray(indices)
+    if idx.dtype == np.bool_ or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise TypeError(f"dataset indices must be integers, got {idx.dtype}")
+    idx = idx.astype(np.int64, copy=True).reshape(-1)
+    neg = idx < 0
+    idx[neg] += n
+    bad = (idx < 0) | (idx >= n)
+    if bad.any():
+        first = int(np.asarray(indices).reshape(-1)[int(np.argmax(bad))])
+        raise IndexError(f"index {first} is out of range for a dataset of {n} rows")
+    return idx
+
+
+class MapDataset(Dataset[Any]):
+    """Base class of tensorfeed's map-style datasets (see module docstring)."""
+
+    spec: SampleSpec = SampleSpec()
+
+    # -- the contract -----------------------------------------------------------------------
+    def _num_rows(self) -> int:
+        raise NotImplementedError
+
+    def _fetch(self, indices: np.ndarray) -> pa.Table:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def _locator(self, indices: np.ndarray) -> RowLocator:
+        return RowLocator(self.describe(), offsets=indices)
+
+    # -- list-like access -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._num_rows()
+
+    def __getitem__(self, index: int) -> Any:
+        if not isinstance(index, int | np.integer):
+            raise TypeError(f"dataset index must be an int, got {type(index).__name__}")
+        return self.__getitems__([int(index)])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> ColumnBatch:
+        """Fetch a whole batch in one round trip; the result is a sequence of samples."""
+        idx = normalize_indices(indices, len(self))
+        table = self._fetch(idx)
+        return ColumnBatch(table, self.spec, self._locator(idx))
+
+    def __iter__(self) -> Iterator[Any]:
+        n = len(self)
+        for start in range(0, n, 4096):
+            yield from self.__getitems__(range(start, min(n, start + 4096)))
+
+    # -- helpers used by samplers, splits and caches ----------------------------------------
+    def column(self, name: str) -> np.ndarray:
+        """One column for every row, in index order (labels for samplers, stratified splits)."""
+        n = len(self)
+        parts = [
+            self._fetch(np.arange(s, min(n, s + 65536))).column(name).to_numpy(zero_copy_only=False)
+            for s in range(0, n, 65536)
+        ]
+        return np.concatenate(parts) if parts else np.empty(0)
+
+    def fingerprint(self) -> str:
+        """A stable id of what this dataset reads (not the data): for caches and state dicts."""
+        return _digest([type(self).__name__, self.describe(), len(self)])
+
+    def cache(self, where: str = "memory") -> MapDataset:
+        """Keep decoded samples in RAM (``"memory"``) or in a memory-mapped file under ``where``."""
+        from .cache import cache_dataset
+
+        return cache_dataset(self, where)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()}, rows={len(self)})"
+
+
+def _digest(parts: list[Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+class StreamDataset(IterableDataset[Any]):
+    """Base class of tensorfeed's iterable datasets (see module docstring)."""
+
+    spec: SampleSpec = SampleSpec()
+    shuffle_buffer: int = 0
+    seed: int = 0
+    epoch: int = 0
+    _parent_world: tuple[int, int] | None = None
+
+    # -- the contract -----------------------------------------------------------------------
+    def _iter_tables(self, world: World, epoch: int, skip: int) -> Iterator[pa.Table]:
+        """Tables of this shard in a deterministic order, after skipping ``skip`` rows."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def _locator(self, table: pa.Table) -> RowLocator:
+        return RowLocator(self.describe())
+
+    # -- epochs and worlds ------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def world(self) -> World:
+        return World.current(self._parent_world)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        # A spawn worker has no process group: carry the parent's (rank, world_size) with us.
+        rank, size = dist_rank_world()
+        if size > 1:
+            state["_parent_world"] = (rank, size)
+        return state
+
+    # -- iteration --------------------------------------------------------------------------
+    def iter_batches(self, epoch: int | None = None, skip: int = 0) -> Iterator[ColumnBatch]:
+        """This shard's rows as ColumnBatches (after the shuffle buffer), skipping ``skip`` rows."""
+        world = self.world()
+        ep = self.epoch if epoch is None else epoch
+        if self.shuffle_buffer > 0:
+            rng = np.random.default_rng(shard_seed(self.seed, ep, world.rank, world.worker))
+            tables = _shuffle_buffer(self._iter_tables(world, ep, 0), self.shuffle_buffer, rng)
+            tables = _skip_rows(tables, skip)
+        else:
+            tables = self._iter_tables(world, ep, skip)
+        for t in tables:
+            if t.num_rows:
+                yield ColumnBatch(t, self.spec, self._locator(t))
+
+    def __iter__(self) -> Iterator[Any]:
+        return _RowIterator(self)
+
+    def batches(self, batch_size: int, drop_last: bool = False) -> _BatchIterable:
+        """An iterable dataset of whole ColumnBatches of ``batch_size`` rows (the fast path)."""
+        return _BatchIterable(self, batch_size, drop_last)
+
+
+def _skip_rows(tables: Iterator[pa.Table], skip: int) -> Iterator[pa.Table]:
+    for t in tables:
+        if skip >= t.num_rows:
+            skip -= t.num_rows
+            continue
+        yield t.slice(skip) if skip else t
+        skip = 0
+
+
+def _shuffle_buffer(
+    tables: Iterator[pa.Table], size: int, rng: np.random.Generator
+) -> Iterator[pa.Table]:
+    """A columnar shuffle buffer: each incoming chunk of c rows swaps c random rows out of the
+    (size + c) held, like the classic per-row buffer but vectorised; the rest drains shuffled."""
+    held: pa.Table | None = None
+    for t in tables:
+        held = t if held is None else pa.concat_tables([held, t], promote_options="default")
+        excess = held.num_rows - size
+        if excess > 0:
+            pick = rng.choice(held.num_rows, size=excess, replace=False)
+            keep = np.ones(held.num_rows, dtype=bool)
+            keep[pick] = False
+            out = held.take(pa.array(pick))
+            held = held.filter(pa.array(keep))
+            yield out
+    if held is not None and held.num_rows:
+        yield held.take(pa.array(rng.permutation(held.num_rows)))
+
+
+class _RowIterator:
+    """Row-at-a-time iteration (for a plain torch DataLoader), checkpointable."""
+
+    def __init__(self, ds: StreamDataset) -> None:
+        self.ds = ds
+        self.epoch = ds.epoch
+        self.emitted = 0
+        self._it: Iterator[Any] | None = None
+
+    def __iter__(self) -> _RowIterator:
+        return self
+
+    def __next__(self) -> Any:
+        if self._it is None:
+            self._it = (s for b in self.ds.iter_batches(self.epoch, self.emitted) for s in b)
+        sample = next(self._it)
+        self.emitted += 1
+        return sample
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "emitted": self.emitted, "source": self.ds.describe()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _check_stream_state(self.ds, state)
+        self.epoch, self.emitted, self._it = int(state["epoch"]), int(state["emitted"]), None
+
+
+def _check_stream_state(ds: StreamDataset, state: dict[str, Any]) -> None:
+    if state.get("source") != ds.describe():
+        raise StateError(
+            f"this state dict belongs to {state.get('source')!r}, not to {ds.describe()!r}"
+        )
+
+
+class _BatchIterable(IterableDataset[Any]):
+    """Whole batches of a stream, re-chunked to exactly ``batch_size`` rows (last may be short).
+
+    ``tfd.DataLoader`` uses this with ``batch_size=None`` so a batch is sliced from Arrow columns
+    and converted in the worker, not assembled from rows.
+    """
+
+    def __init__(self, ds: StreamDataset, batch_size: int, drop_last: bool) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.ds = ds
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.epoch = ds.epoch
+        self._local_iters = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._local_iters = 0
+
+    def __iter__(self) -> _BatchIterator:
+        # A persistent worker keeps its copy across epochs: count the epochs it has started.
+        epoch = self.epoch + self._local_iters
+        self._local_iters += 1
+        return _BatchIterator(self, epoch)
+
+
+class _BatchIterator:
+    def __init__(self, owner: _BatchIterable, epoch: int) -> None:
+        self.owner = owner
+        self.epoch = epoch
+        self.emitted = 0
+        self._it: Iterator[ColumnBatch] | None = None
+
+    def __iter__(self) -> _BatchIterator:
+        return self
+
+    def _chunks(self) -> Iterator[ColumnBatch]:
+        bs, ds = self.owner.batch_size, self.owner.ds
+        pending: list[pa.Table] = []
+        n_pending = 0
+        for cb in ds.iter_batches(self.epoch, self.emitted):
+            pending.append(cb.table)
+            n_pending += cb.table.num_rows
+            while n_pending >= bs:
+                t = (
+                    pa.concat_tables(pending, promote_options="default")
+                    if len(pending) > 1
+                    else pending[0]
+                )
+                out, rest = t.slice(0, bs), t.slice(bs)
+                pending, n_pending = ([rest] if rest.num_rows else []), rest.num_rows
+                yield ColumnBatch(out, ds.spec, ds._locator(out))
+        if n_pending and not self.owner.drop_last:
+            t = (
+                pa.concat_tables(pending, promote_options="default")
+                if len(pending) > 1
+                else pending[0]
+            )
+            yield ColumnBatch(t, ds.spec, ds._locator(t))
+
+    def __next__(self) -> ColumnBatch:
+        if self._it is None:
+            self._it = self._chunks()
+        batch = next(self._it)
+        self.emitted += len(batch)
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "emitted": self.emitted, "source": self.owner.ds.describe()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _check_stream_state(self.owner.ds, state)
+        self.epoch, self.emitted, self._it = int(state["epoch"]), int(state["emitted"]), None

@@ -1,0 +1,396 @@
+"""``tfd.DataLoader``: torchdata's StatefulDataLoader with column batches, seeds, epochs and stats.
+
+NOTE [ Worker lifecycle ]
+The dataset crosses into each worker as configuration (pickled for ``spawn``, copied for
+``fork``); sources open connections lazily and check the pid, so nothing opened in the parent is
+used in a child. Map-style datasets are driven by an :class:`~tensorfeed.sampling.EpochSampler`
+in the main process, so the batch sequence depends only on ``(seed, epoch)``, never on
+``num_workers``. Iterable tensorfeed streams are wrapped in ``stream.batches(batch_size)`` and run
+with ``batch_size=None``: each worker slices whole batches from Arrow and converts them itself.
+Each worker seeds ``random``, numpy and torch from ``(seed, epoch, rank, worker)``.
+
+Checkpoints are torchdata's (``state_dict`` of the sampler, or of each worker's stream iterator,
+taken for the batch actually handed to the training loop) plus ``{"epoch", "dataset"}`` under the
+``"tensorfeed"`` key so a state dict from another dataset is refused, not silently misapplied.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import IterableDataset
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from .columns import Collate, batch_size_of
+from .dataset import MapDataset, StreamDataset, _BatchIterable
+from .errors import ConfigError, NoDeviceError, StateError
+from .sampling import EpochSampler, dist_rank_world, seed_worker_generators, shard_seed
+
+
+@dataclass
+class LoaderStats:
+    """Throughput of the current (or last) epoch, and how long the training loop waited."""
+
+    batches: int = 0
+    rows: int = 0
+    wait_s: float = 0.0
+    wall_s: float = 0.0
+    _t0: float | None = field(default=None, repr=False)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def wait_fraction(self) -> float:
+        """Share of wall time the training loop spent waiting for the next batch."""
+        return self.wait_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "batches": self.batches,
+            "rows": self.rows,
+            "rows_per_s": self.rows_per_s,
+            "wait_s": self.wait_s,
+            "wall_s": self.wall_s,
+            "wait_fraction": self.wait_fraction,
+        }
+
+
+@dataclass(frozen=True)
+class _WorkerInit:
+    """Seeds a worker's generators from (seed, epoch, rank, worker), then runs the user's hook."""
+
+    seed: int
+    epoch: int
+    rank: int
+    user_fn: Callable[[int], None] | None = None
+
+    def __call__(self, worker_id: int) -> None:
+        seed_worker_generators(shard_seed(self.seed, self.epoch, self.rank, worker_id))
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
+
+
+def _resolve_workers(num_workers: int | str, dataset: Any, batch_size: int | None) -> int:
+    if num_workers == "auto":
+        from .tuning import auto_num_workers
+
+        return auto_num_workers(dataset, batch_size or 1)
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise ConfigError(f"num_workers must be a non-negative int or 'auto', got {num_workers!r}")
+    return num_workers
+
+
+class DataLoader(StatefulDataLoader):
+    """A ``torch.utils.data.DataLoader`` (every argument of it is accepted) that yields column
+    tensors, is reproducible for a ``seed`` whatever ``num_workers``, resumes mid-epoch via
+    ``state_dict()``/``load_state_dict()``, and keeps :attr:`stats`.
+
+    Extra arguments: ``seed`` (default 0), ``num_workers="auto"``, ``batch_transform`` (a function
+    on whole collated batches, run in the worker), ``float_dtype``, ``ddp`` ("pad" or "drop": how
+    ranks are evened out), ``device``/``prefetch_to_device`` (copy the next N batches to an
+    accelerator on a side stream).
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int | None = 1,
+        shuffle: bool | None = None,
+        sampler: Any = None,
+        batch_sampler: Any = None,
+        num_workers: int | str = 0,
+        collate_fn: Callable[[Any], Any] | None = None,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        timeout: float = 0,
+        worker_init_fn: Callable[[int], None] | None = None,
+        multiprocessing_context: Any = None,
+        generator: torch.Generator | None = None,
+        *,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
+        pin_memory_device: str = "",
+        in_order: bool = True,
+        snapshot_every_n_steps: int | None = 1,
+        seed: int = 0,
+        batch_transform: Callable[[Any], Any] | None = None,
+        float_dtype: torch.dtype = torch.float32,
+        ddp: str = "pad",
+        device: str | torch.device | None = None,
+        prefetch_to_device: int = 0,
+    ) -> None:
+        workers = _resolve_workers(num_workers, dataset, batch_size)
+        self.seed = int(seed)
+        self.stats = LoaderStats()
+        self._device = _check_device(device, prefetch_to_device)
+        self._prefetch_to_device = prefetch_to_device
+        if self._device is not None and self._device.type == "cuda":
+            pin_memory = True
+        self._next_epoch = 0
+        self.epoch = 0
+        self._source = dataset
+        self._rank = dist_rank_world()[0]
+
+        if collate_fn is None:
+            collate_fn = Collate(float_dtype, batch_transform)
+        elif batch_transform is not None:
+            collate_fn = _Compose(collate_fn, batch_transform)
+
+        if isinstance(dataset, StreamDataset):
+            if batch_sampler is not None or sampler is not None:
+                raise ConfigError("a tensorfeed stream cannot take a sampler or batch_sampler")
+            if shuffle:
+                raise ConfigError(
+                    "shuffle=True does not apply to a stream: give the stream a shuffle_buffer"
+                )
+            if batch_size is not None:
+                dataset = _BatchIterable(dataset, batch_size, drop_last)
+                batch_size, drop_last = None, False
+            shuffle = None
+        elif not isinstance(dataset, IterableDataset) and sampler is None and batch_sampler is None:
+            sampler = EpochSampler(len(dataset), bool(shuffle), self.seed, ddp=ddp)
+            shuffle = None
+        if generator is None:
+            generator = torch.Generator().manual_seed(self.seed)
+
+        super().__init__(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            batch_sampler=batch_sampler,
+            num_workers=workers,
+            collate_fn=collate_fn,
+            pin_memory=pin_memory,
+            drop_last=drop_last,
+            timeout=timeout,
+            worker_init_fn=_WorkerInit(self.seed, 0, self._rank, worker_init_fn),
+            multiprocessing_context=multiprocessing_context,
+            generator=generator,
+            prefetch_factor=prefetch_factor,
+            persistent_workers=persistent_workers,
+            pin_memory_device=pin_memory_device,
+            in_order=in_order,
+            snapshot_every_n_steps=snapshot_every_n_steps,
+        )
+
+    # -- epochs -----------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter(loader)`` run epoch ``epoch`` (a new shuffle order)."""
+        self._next_epoch = int(epoch)
+
+    def _prepare_epoch(self) -> None:
+        resuming = self.next_iter_state is not None
+        if not resuming:
+            self.epoch = self._next_epoch
+        self._next_epoch = self.epoch + 1
+        if hasattr(self.sampler, "set_epoch") and not resuming:
+            self.sampler.set_epoch(self.epoch)
+        ds = self.dataset
+        if isinstance(ds, _BatchIterable | StreamDataset) and not resuming:
+            ds.set_epoch(self.epoch)
+        # DataLoader forbids re-assigning worker_init_fn after __init__ (it is guarded by
+        # __setattr__ only for a few names), so rebuild it through object.__setattr__.
+        object.__setattr__(
+            self,
+            "worker_init_fn",
+            _WorkerInit(self.seed, self.epoch, self._rank, self.worker_init_fn.user_fn),
+        )
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        self._prepare_epoch()
+        it = super().__iter__()
+        self.stats = LoaderStats()
+        inner: Iterator[Any] = _StatsIterator(it, self.stats)
+        if self._device is not None and self._prefetch_to_device > 0:
+            inner = _DevicePrefetcher(inner, self._device, self._prefetch_to_device)
+        elif self._device is not None:
+            inner = (_to_device(b, self._device, False) for b in inner)
+        return inner
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _identity(self) -> str:
+        fp = getattr(self._source, "fingerprint", None)
+        if callable(fp):
+            return str(fp())
+        if isinstance(self._source, StreamDataset):
+            return self._source.describe()
+        n = len(self._source) if hasattr(self._source, "__len__") else -1
+        return f"{type(self._source).__name__}:{n}"
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["tensorfeed"] = {"epoch": self.epoch, "dataset": self._identity(), "seed": self.seed}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        ours = state_dict.get("tensorfeed")
+        if ours is None:
+            raise StateError("this state dict was not made by tfd.DataLoader.state_dict()")
+        if ours["dataset"] != self._identity():
+            raise StateError(
+                f"this state dict is from dataset {ours['dataset']!r}, not {self._identity()!r}"
+            )
+        if ours["seed"] != self.seed:
+            raise StateError(f"this state dict was made with seed={ours['seed']}, not {self.seed}")
+        rest = {k: v for k, v in state_dict.items() if k != "tensorfeed"}
+        super().load_state_dict(rest)
+        self.epoch = int(ours["epoch"])
+        self._next_epoch = self.epoch
+        if isinstance(self.dataset, _BatchIterable | StreamDataset):
+            self.dataset.set_epoch(self.epoch)
+
+
+@dataclass(frozen=True)
+class _Compose:
+    collate_fn: Callable[[Any], Any]
+    batch_transform: Callable[[Any], Any]
+
+    def __call__(self, batch: Any) -> Any:
+        return self.batch_transform(self.collate_fn(batch))
+
+
+class _StatsIterator:
+    def __init__(self, it: Iterator[Any], stats: LoaderStats) -> None:
+        self._it = it
+        self._stats = stats
+
+    def __iter__(self) -> _StatsIterator:
+        return self
+
+    def __next__(self) -> Any:
+        st = self._stats
+        t = time.perf_counter()
+        if st._t0 is None:
+            st._t0 = t
+        try:
+            batch = next(self._it)
+        finally:
+            now = time.perf_counter()
+            st.wait_s += now - t
+            st.wall_s = now - st._t0
+        st.batches += 1
+        st.rows += batch_size_of(batch)
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._it)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def _check_device(device: str | torch.device | None, prefetch: int) -> torch.device | None:
+    if prefetch < 0:
+        raise ConfigError(f"prefetch_to_device must be >= 0, got {prefetch}")
+    if device is None:
+        if prefetch:
+            raise ConfigError("prefetch_to_device needs device= (for example device='cuda')")
+        return None
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise NoDeviceError(
+            f"device={str(device)!r} was asked for but torch sees no CUDA device on this machine "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
+            "tensorfeed does not silently fall back to the CPU"
+        )
+    return dev
+
+
+def _to_device(batch: Any, device: torch.device, non_blocking: bool) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, tuple):
+        return tuple(_to_device(v, device, non_blocking) for v in batch)
+    return batch
+
+
+def _record(batch: Any, stream: Any) -> None:
+    if isinstance(batch, torch.Tensor):
+        batch.record_stream(stream)
+    elif isinstance(batch, dict):
+        for v in batch.values():
+            _record(v, stream)
+    elif isinstance(batch, tuple):
+        for v in batch:
+            _record(v, stream)
+
+
+class _DevicePrefetcher:
+    """Copies the next ``depth`` batches to the device on a side CUDA stream (non_blocking from
+    pinned memory), so the copy of batch k+1 overlaps the training step on batch k."""
+
+    def __init__(self, it: Iterator[Any], device: torch.device, depth: int) -> None:
+        self._it = it
+        self._device = device
+        self._depth = depth
+        self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._queue: deque[Any] = deque()
+        self._done = False
+
+    def __iter__(self) -> _DevicePrefetcher:
+        return self
+
+    def _fill(self) -> None:
+        while not self._done and len(self._queue) < self._depth:
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                self._done = True
+                break
+            if self._stream is not None:
+                with torch.cuda.stream(self._stream):
+                    batch = _to_device(batch, self._device, True)
+            else:
+                batch = _to_device(batch, self._device, True)
+            self._queue.append(batch)
+
+    def __next__(self) -> Any:
+        self._fill()
+        if not self._queue:
+            raise StopIteration
+        batch = self._queue.popleft()
+        if self._stream is not None:
+            current = torch.cuda.current_stream(self._device)
+            current.wait_stream(self._stream)
+            _record(batch, current)
+        self._fill()
+        return batch
+
+
+def loaders(
+    datasets: dict[str, Any],
+    batch_size: int = 1,
+    shuffle: str | bool | tuple[str, ...] | list[str] = "train",
+    **loader_kwargs: Any,
+) -> dict[str, DataLoader]:
+    """One :class:`DataLoader` per named dataset; only the names in ``shuffle`` are shuffled
+    (``"train"`` by default; ``True``/``False`` for all or none)."""
+    if isinstance(shuffle, bool):
+        wanted = set(datasets) if shuffle else set()
+    elif isinstance(shuffle, str):
+        wanted = {shuffle}
+    else:
+        wanted = set(shuffle)
+    unknown = wanted - set(datasets)
+    if unknown:
+        raise ConfigError(
+            f"shuffle names {sorted(unknown)}, which are not among {sorted(datasets)}"
+        )
+    out = {}
+    for name, ds in datasets.items():
+        do_shuffle = name in wanted
+        if isinstance(ds, StreamDataset | IterableDataset) and not isinstance(ds, MapDataset):
+            do_shuffle = None  # streams shuffle through their own buffer
+        out[name] = DataLoader(ds, batch_size=batch_size, shuffle=do_shuffle, **loader_kwargs)
+    return out

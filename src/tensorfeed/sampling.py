@@ -1,0 +1,189 @@
+"""Samplers and the shard plan, all derived from explicit ``(seed, epoch, rank, worker)``.
+
+NOTE [ Where randomness and shards come from ]
+Nothing here touches the global RNGs. A shuffle is ``numpy.random.default_rng([seed, epoch])``;
+a stream's shard is ``World.shard`` of ``World.num_shards`` (ranks x workers). The rank and world
+size are read from ``torch.distributed`` in the process that owns the dataset; DataLoader workers
+do not have a process group, so a dataset pickled for a ``spawn`` worker carries the values it saw
+in its parent (see ``World.current``), and a ``fork`` worker inherits the initialised module state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler, get_worker_info
+
+from .errors import ConfigError, StateError
+
+
+def dist_rank_world() -> tuple[int, int]:
+    """``(rank, world_size)`` from ``torch.distributed`` when a process group is up, else (0, 1)."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except (RuntimeError, ValueError):  # pragma: no cover - torch built without distributed
+        pass
+    return 0, 1
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process sits: DDP rank of world_size, DataLoader worker of num_workers."""
+
+    rank: int = 0
+    world_size: int = 1
+    worker: int = 0
+    num_workers: int = 1
+
+    @property
+    def shard(self) -> int:
+        return self.rank * self.num_workers + self.worker
+
+    @property
+    def num_shards(self) -> int:
+        return self.world_size * self.num_workers
+
+    @classmethod
+    def current(cls, fallback: tuple[int, int] | None = None) -> World:
+        """The world of the calling process. ``fallback`` is the (rank, world_size) captured in the
+        parent, used inside a worker where torch.distributed is not initialised."""
+        rank, size = dist_rank_world()
+        if size == 1 and fallback is not None:
+            rank, size = fallback
+        info = get_worker_info()
+        if info is None:
+            return cls(rank, size, 0, 1)
+        return cls(rank, size, info.id, info.num_workers)
+
+
+def shard_seed(seed: int, epoch: int, rank: int = 0, worker: int = 0) -> int:
+    """A 63-bit seed derived from (seed, epoch, rank, worker) through numpy's SeedSequence."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(rank), int(worker)])
+    return int(
+        ss.generate_state(2, dtype=np.uint32).astype(np.uint64).view(np.uint64)[0] >> np.uint64(1)
+    )
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled order of ``n`` items for ``(seed, epoch)``: same on every machine."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch)]).permutation(n)
+
+
+def split_for_ranks(
+    indices: np.ndarray, rank: int, world_size: int, policy: str
+) -> tuple[np.ndarray, int]:
+    """This rank's share of ``indices`` so every rank gets the same count. ``policy`` "pad"
+    repeats indices from the start; "drop" drops the tail. Returns (share, padded-or-dropped)."""
+    if world_size == 1:
+        return indices, 0
+    n = len(indices)
+    if policy == "pad":
+        total = -(-n // world_size) * world_size
+        extra = total - n
+        if extra:
+            reps = -(-extra // max(n, 1))
+            indices = np.concatenate([indices, np.tile(indices, reps)[:extra]])
+        return indices[rank::world_size], extra
+    if policy == "drop":
+        total = (n // world_size) * world_size
+        return indices[:total][rank::world_size], n - total
+    raise ConfigError(f"ddp policy must be 'pad' or 'drop', got {policy!r}")
+
+
+class EpochSampler(Sampler[int]):
+    """tensorfeed's default map-style sampler: sequential or shuffled from ``(seed, epoch)``,
+    split across DDP ranks (pad or drop, counted in ``uneven``), and checkpointable.
+
+    Call :meth:`set_epoch` each epoch (``tfd.DataLoader`` does) for a new order.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        ddp: str = "pad",
+    ) -> None:
+        if num_items < 0:
+            raise ConfigError(f"num_items must be >= 0, got {num_items}")
+        if ddp not in ("pad", "drop"):
+            raise ConfigError(f"ddp policy must be 'pad' or 'drop', got {ddp!r}")
+        r, w = dist_rank_world()
+        self.num_items = num_items
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.rank = r if rank is None else rank
+        self.world_size = w if world_size is None else world_size
+        if not 0 <= self.rank < self.world_size:
+            raise ConfigError(f"rank {self.rank} is not in range for world_size {self.world_size}")
+        self.ddp = ddp
+        self.epoch = 0
+        self.uneven = 0  # indices padded (ddp="pad") or dropped (ddp="drop") this epoch
+        self._yielded = 0
+        self._resume_at = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _order(self) -> np.ndarray:
+        base = (
+            epoch_permutation(self.num_items, self.seed, self.epoch)
+            if self.shuffle
+            else np.arange(self.num_items)
+        )
+        share, self.uneven = split_for_ranks(base, self.rank, self.world_size, self.ddp)
+        return share
+
+    def __len__(self) -> int:
+        n, w = self.num_items, self.world_size
+        if w == 1:
+            return n
+        return -(-n // w) if self.ddp == "pad" else n // w
+
+    def __iter__(self) -> Iterator[int]:
+        order = self._order()
+        start, self._resume_at = self._resume_at, 0
+        self._yielded = start
+        for i in order[start:].tolist():
+            self._yielded += 1
+            yield i
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "num_items": self.num_items,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "epoch": self.epoch,
+            "yielded": self._yielded,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k in ("num_items", "seed", "shuffle", "world_size"):
+            if state.get(k) != getattr(self, k):
+                raise StateError(
+                    f"sampler state is from a different run: {k}={state.get(k)!r} in the state, "
+                    f"{getattr(self, k)!r} here (a state dict from another dataset or config?)"
+                )
+        self.epoch = int(state["epoch"])
+        self._resume_at = int(state["yielded"])
+        self._yielded = self._resume_at
+
+
+def seed_worker_generators(seed: int) -> None:
+    """Seed Python's, numpy's and torch's generators of the calling process from one seed."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

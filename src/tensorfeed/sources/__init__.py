@@ -1,0 +1,1 @@
+"""One module per kind of source; each holds that source's Dataset/Stream classes."""
