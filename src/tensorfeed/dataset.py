@@ -6,15 +6,17 @@ and ``describe()`` (a credential-free name for messages). Everything else (list-
 ``__getitems__``, ``(x, y)`` samples, transforms, label columns, fingerprints, caching) is here.
 
 An iterable source subclasses :class:`StreamDataset` and implements ``_iter_tables(world, epoch,
-skip)``: the Arrow tables of one shard, in a deterministic order. The base adds the shuffle buffer,
-row- and batch-level iteration and checkpointing.
+position)``: the Arrow tables of one shard, in a deterministic order, from ``position``. The base
+adds the shuffle buffer, row- and batch-level iteration and checkpointing.
 
 NOTE [ Stream checkpoints ]
-A stream's position is ``(epoch, emitted)``: rows of this shard already handed out. A shard is
-deterministic for its ``(seed, epoch, shard)``, so resuming replays it and skips ``emitted`` rows;
-without a shuffle buffer the skip is pushed down to the source (``skip=``), with one the buffer is
-replayed so its contents are exactly those of the uninterrupted run. Sources with real positions
-(Kafka offsets) override ``state_dict``/``load_state_dict`` on their iterator instead.
+A stream's checkpoint is ``(epoch, position)`` of the rows already handed out. By default the
+position is a row count: a shard is deterministic for its ``(seed, epoch, shard)``, so resuming
+replays it and skips that many rows; without a shuffle buffer the skip is pushed down to the
+source (``_iter_tables(..., position)``), with one the buffer is replayed so its contents are
+exactly those of the uninterrupted run. A source with real positions (Kafka offsets) overrides
+``_start_position()`` and ``_advance(position, table)`` (JSON-serialisable positions) and
+receives its own position in ``_iter_tables``; it cannot use the replaying shuffle buffer.
 """
 
 from __future__ import annotations
@@ -78,8 +80,12 @@ class MapDataset(Dataset[Any]):
     def __getitems__(self, indices: Sequence[int]) -> ColumnBatch:
         """Fetch a whole batch in one round trip; the result is a sequence of samples."""
         idx = normalize_indices(indices, len(self))
-        table = self._fetch(idx)
-        return ColumnBatch(table, self.spec, self._locator(idx))
+        return self._batch(self._fetch(idx), idx)
+
+    def _batch(self, table: pa.Table, indices: np.ndarray) -> ColumnBatch:
+        """Fetched rows -> the batch of samples. A source with its own sample shape (images)
+        overrides this; a cache keeps ``_fetch``'s table and reuses the source's ``_batch``."""
+        return ColumnBatch(table, self.spec, self._locator(indices))
 
     def __iter__(self) -> Iterator[Any]:
         n = len(self)
@@ -124,9 +130,18 @@ class StreamDataset(IterableDataset[Any]):
     _parent_world: tuple[int, int] | None = None
 
     # -- the contract -----------------------------------------------------------------------
-    def _iter_tables(self, world: World, epoch: int, skip: int) -> Iterator[pa.Table]:
-        """Tables of this shard in a deterministic order, after skipping ``skip`` rows."""
+    def _iter_tables(self, world: World, epoch: int, position: Any) -> Iterator[pa.Table]:
+        """Tables of this shard in a deterministic order, starting at ``position`` (by default
+        the number of rows of this shard to skip)."""
         raise NotImplementedError
+
+    def _start_position(self) -> Any:
+        """The position of a shard before any row was handed out (JSON-serialisable)."""
+        return 0
+
+    def _advance(self, position: Any, table: pa.Table) -> Any:
+        """The position after ``table`` (rows just handed out) was delivered."""
+        return position + table.num_rows
 
     def describe(self) -> str:
         return type(self).__name__
@@ -150,16 +165,21 @@ class StreamDataset(IterableDataset[Any]):
         return state
 
     # -- iteration --------------------------------------------------------------------------
-    def iter_batches(self, epoch: int | None = None, skip: int = 0) -> Iterator[ColumnBatch]:
-        """This shard's rows as ColumnBatches (after the shuffle buffer), skipping ``skip`` rows."""
+    def iter_batches(self, epoch: int | None = None, position: Any = None) -> Iterator[ColumnBatch]:
+        """This shard's rows as ColumnBatches (after the shuffle buffer), from ``position``."""
         world = self.world()
         ep = self.epoch if epoch is None else epoch
+        start = self._start_position()
+        if position is None:
+            position = start
         if self.shuffle_buffer > 0:
+            if not isinstance(start, int):
+                raise ConfigError(f"{self.describe()} does not support a shuffle buffer")
             rng = np.random.default_rng(shard_seed(self.seed, ep, world.rank, world.worker))
-            tables = _shuffle_buffer(self._iter_tables(world, ep, 0), self.shuffle_buffer, rng)
-            tables = _skip_rows(tables, skip)
+            tables = _shuffle_buffer(self._iter_tables(world, ep, start), self.shuffle_buffer, rng)
+            tables = _skip_rows(tables, position)
         else:
-            tables = self._iter_tables(world, ep, skip)
+            tables = self._iter_tables(world, ep, position)
         for t in tables:
             if t.num_rows:
                 yield ColumnBatch(t, self.spec, self._locator(t))
@@ -207,25 +227,29 @@ class _RowIterator:
     def __init__(self, ds: StreamDataset) -> None:
         self.ds = ds
         self.epoch = ds.epoch
-        self.emitted = 0
+        self.position = ds._start_position()
         self._it: Iterator[Any] | None = None
 
     def __iter__(self) -> _RowIterator:
         return self
 
+    def _rows(self) -> Iterator[Any]:
+        for batch in self.ds.iter_batches(self.epoch, self.position):
+            for i, sample in enumerate(batch):
+                yield sample
+                self.position = self.ds._advance(self.position, batch.table.slice(i, 1))
+
     def __next__(self) -> Any:
         if self._it is None:
-            self._it = (s for b in self.ds.iter_batches(self.epoch, self.emitted) for s in b)
-        sample = next(self._it)
-        self.emitted += 1
-        return sample
+            self._it = self._rows()
+        return next(self._it)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "emitted": self.emitted, "source": self.ds.describe()}
+        return {"epoch": self.epoch, "position": self.position, "source": self.ds.describe()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         _check_stream_state(self.ds, state)
-        self.epoch, self.emitted, self._it = int(state["epoch"]), int(state["emitted"]), None
+        self.epoch, self.position, self._it = int(state["epoch"]), state["position"], None
 
 
 def _check_stream_state(ds: StreamDataset, state: dict[str, Any]) -> None:
@@ -266,7 +290,7 @@ class _BatchIterator:
     def __init__(self, owner: _BatchIterable, epoch: int) -> None:
         self.owner = owner
         self.epoch = epoch
-        self.emitted = 0
+        self.position = owner.ds._start_position()
         self._it: Iterator[ColumnBatch] | None = None
 
     def __iter__(self) -> _BatchIterator:
@@ -276,7 +300,7 @@ class _BatchIterator:
         bs, ds = self.owner.batch_size, self.owner.ds
         pending: list[pa.Table] = []
         n_pending = 0
-        for cb in ds.iter_batches(self.epoch, self.emitted):
+        for cb in ds.iter_batches(self.epoch, self.position):
             pending.append(cb.table)
             n_pending += cb.table.num_rows
             while n_pending >= bs:
@@ -300,12 +324,12 @@ class _BatchIterator:
         if self._it is None:
             self._it = self._chunks()
         batch = next(self._it)
-        self.emitted += len(batch)
+        self.position = self.owner.ds._advance(self.position, batch.table)
         return batch
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "emitted": self.emitted, "source": self.owner.ds.describe()}
+        return {"epoch": self.epoch, "position": self.position, "source": self.owner.ds.describe()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         _check_stream_state(self.owner.ds, state)
-        self.epoch, self.emitted, self._it = int(state["epoch"]), int(state["emitted"]), None
+        self.epoch, self.position, self._it = int(state["epoch"]), state["position"], None

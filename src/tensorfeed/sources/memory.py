@@ -126,9 +126,10 @@ class MemoryStream(StreamDataset):
     def describe(self) -> str:
         return f"{self.name} stream ({', '.join(self.table.column_names[:8])})"
 
-    def _iter_tables(self, world: World, epoch: int, skip: int) -> Iterator[pa.Table]:
+    def _iter_tables(self, world: World, epoch: int, position: int) -> Iterator[pa.Table]:
         n = self.table.num_rows
         chunks = range(world.shard * self.chunk_rows, n, world.num_shards * self.chunk_rows)
+        skip = position
         for start in chunks:
             t = self.table.slice(start, self.chunk_rows)
             if skip >= t.num_rows:
