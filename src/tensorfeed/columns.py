@@ -310,6 +310,35 @@ class ColumnBatch(Sequence[Any]):
         return table_to_batch(self.table, self.spec, self.locator, opts)
 
 
+class TensorBatch(Sequence[Any]):
+    """A batch that is already tensors (an in-memory source's ``index_select``): :func:`collate`
+    passes it through; indexing still gives samples for torch's default collate."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: dict[str, torch.Tensor] | tuple[torch.Tensor, ...]) -> None:
+        self.data = data
+
+    def _tensors(self) -> list[torch.Tensor]:
+        return list(self.data.values()) if isinstance(self.data, dict) else list(self.data)
+
+    def __len__(self) -> int:
+        return int(self._tensors()[0].shape[0])
+
+    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
+        if isinstance(self.data, dict):
+            return {k: v[i] for k, v in self.data.items()}
+        return tuple(v[i] for v in self.data)
+
+    def to_batch(self, opts: ConvertOptions = ConvertOptions()) -> Batch:
+        def conv(t: torch.Tensor) -> torch.Tensor:
+            return t.to(opts.float_dtype) if t.is_floating_point() else t
+
+        if isinstance(self.data, dict):
+            return {k: conv(v) for k, v in self.data.items()}
+        return tuple(conv(v) for v in self.data)
+
+
 def row_to_sample(row: dict[str, Any], spec: SampleSpec, where: Callable[[], str]) -> Any:
     """One row (a dict) -> a sample: the dict itself, or ``(x, y)`` with x a float32 tensor."""
     if not spec.supervised:
@@ -455,7 +484,7 @@ class Collate:
 
     def __call__(self, batch: Any) -> Any:
         opts = ConvertOptions(self.float_dtype)
-        if isinstance(batch, ColumnBatch):
+        if isinstance(batch, ColumnBatch | TensorBatch):
             out = batch.to_batch(opts)
         elif isinstance(batch, Sequence) and batch and isinstance(batch[0], ColumnBatch):
             out = (

@@ -75,7 +75,8 @@ class MapDataset(Dataset[Any]):
     def __getitem__(self, index: int) -> Any:
         if not isinstance(index, int | np.integer):
             raise TypeError(f"dataset index must be an int, got {type(index).__name__}")
-        return self.__getitems__([int(index)])[0]
+        # the Arrow path, so a sample holds Python values even where batches take a fast path
+        return MapDataset.__getitems__(self, [int(index)])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> ColumnBatch:
         """Fetch a whole batch in one round trip; the result is a sequence of samples."""

@@ -138,6 +138,7 @@ class DataLoader(StatefulDataLoader):
         self.epoch = 0
         self._source = dataset
         self._rank = dist_rank_world()[0]
+        self._epoch_sampler = None
 
         if collate_fn is None:
             collate_fn = Collate(float_dtype, batch_transform)
@@ -155,9 +156,16 @@ class DataLoader(StatefulDataLoader):
                 dataset = _BatchIterable(dataset, batch_size, drop_last)
                 batch_size, drop_last = None, False
             shuffle = None
-        elif not isinstance(dataset, IterableDataset) and sampler is None and batch_sampler is None:
-            sampler = EpochSampler(len(dataset), bool(shuffle), self.seed, ddp=ddp)
-            shuffle = None
+        elif not isinstance(dataset, IterableDataset) and batch_sampler is None:
+            if sampler is None:
+                sampler = EpochSampler(len(dataset), bool(shuffle), self.seed, ddp=ddp)
+                shuffle = None
+            if isinstance(sampler, EpochSampler) and batch_size is not None:
+                batch_sampler = EpochBatchSampler(
+                    sampler, batch_size, drop_last, as_array=isinstance(dataset, MapDataset)
+                )
+                self._epoch_sampler: Any = sampler
+                sampler, batch_size, drop_last = None, 1, False
         if generator is None:
             generator = torch.Generator().manual_seed(self.seed)
 
@@ -192,8 +200,9 @@ class DataLoader(StatefulDataLoader):
         if not resuming:
             self.epoch = self._next_epoch
         self._next_epoch = self.epoch + 1
-        if hasattr(self.sampler, "set_epoch") and not resuming:
-            self.sampler.set_epoch(self.epoch)
+        sampler = self._epoch_sampler or self.sampler
+        if hasattr(sampler, "set_epoch") and not resuming:
+            sampler.set_epoch(self.epoch)
         ds = self.dataset
         if isinstance(ds, _BatchIterable | StreamDataset) and not resuming:
             ds.set_epoch(self.epoch)
@@ -247,6 +256,41 @@ class DataLoader(StatefulDataLoader):
         self._next_epoch = self.epoch
         if isinstance(self.dataset, _BatchIterable | StreamDataset):
             self.dataset.set_epoch(self.epoch)
+
+
+class EpochBatchSampler:
+    """Whole batches of an :class:`EpochSampler` as slices of its order (numpy arrays for
+    tensorfeed datasets, lists otherwise), instead of one Python int at a time. Its state is the
+    sampler's, so a checkpoint resumes at the exact batch."""
+
+    def __init__(self, sampler: EpochSampler, batch_size: int, drop_last: bool, as_array: bool):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.as_array = as_array
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Any]:
+        sampler, bs = self.sampler, self.batch_size
+        order = sampler._order()
+        start, sampler._resume_at = sampler._resume_at, 0
+        sampler._yielded = start
+        stop = len(order) - (len(order) - start) % bs if self.drop_last else len(order)
+        for s in range(start, stop, bs):
+            chunk = order[s : min(s + bs, stop)]
+            sampler._yielded += len(chunk)
+            yield chunk if self.as_array else chunk.tolist()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
 
 
 @dataclass(frozen=True)

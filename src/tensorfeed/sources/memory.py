@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..columns import make_spec
-from ..dataset import MapDataset, StreamDataset, _digest
-from ..errors import ConfigError
+from ..columns import LENGTHS_SUFFIX, ColumnBatch, TensorBatch, make_spec
+from ..dataset import MapDataset, StreamDataset, _digest, normalize_indices
+from ..errors import ConfigError, TensorfeedError
 from ..sampling import World
 
 
@@ -84,6 +84,46 @@ class MemoryDataset(MapDataset):
 
     def _num_rows(self) -> int:
         return self.table.num_rows
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_tensor_cache", None)  # rebuilt lazily in the receiving process
+        return state
+
+    def _tensor_view(self) -> dict[str, torch.Tensor] | tuple[torch.Tensor, torch.Tensor] | None:
+        """The data as whole tensors (X and Y pre-stacked) when every needed column becomes a
+        plain tensor and there are no per-sample transforms; None means: use the Arrow path."""
+        if "_tensor_cache" not in self.__dict__:
+            self.__dict__["_tensor_cache"] = self._build_tensor_view()
+        return self.__dict__["_tensor_cache"]
+
+    def _build_tensor_view(
+        self,
+    ) -> dict[str, torch.Tensor] | tuple[torch.Tensor, torch.Tensor] | None:
+        spec = self.spec
+        if spec.transform is not None or spec.target_transform is not None:
+            return None
+        if spec.supervised and (spec.features is None or spec.target is None):
+            return None
+        try:
+            out = ColumnBatch(self.table, spec, self._locator(np.arange(0))).to_batch()
+        except TensorfeedError:  # a NULL or a non-numeric column: the Arrow path names it
+            return None
+        values = out.values() if isinstance(out, dict) else out
+        if not all(isinstance(t, torch.Tensor) for t in values):
+            return None  # strings/bytes columns stay lists
+        if isinstance(out, dict) and any(k.endswith(LENGTHS_SUFFIX) for k in out):
+            return None  # padded list columns: keep per-batch padding widths
+        return out
+
+    def __getitems__(self, indices: Sequence[int]) -> Any:
+        view = self._tensor_view()
+        if view is None:
+            return super().__getitems__(indices)
+        idx = torch.from_numpy(normalize_indices(indices, len(self)))
+        if isinstance(view, dict):
+            return TensorBatch({k: v.index_select(0, idx) for k, v in view.items()})
+        return TensorBatch(tuple(v.index_select(0, idx) for v in view))
 
     def _fetch(self, indices: np.ndarray) -> pa.Table:
         return self.table.take(pa.array(indices))
