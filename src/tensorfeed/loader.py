@@ -41,6 +41,8 @@ class LoaderStats:
     rows: int = 0
     wait_s: float = 0.0
     wall_s: float = 0.0
+    ddp_padded: int = 0  # batches repeated so this rank kept step with the others (ddp="pad")
+    ddp_dropped: int = 0  # batches left out so no rank got more than another (ddp="drop")
     _t0: float | None = field(default=None, repr=False)
 
     @property
@@ -60,6 +62,8 @@ class LoaderStats:
             "wait_s": self.wait_s,
             "wall_s": self.wall_s,
             "wait_fraction": self.wait_fraction,
+            "ddp_padded": self.ddp_padded,
+            "ddp_dropped": self.ddp_dropped,
         }
 
 
@@ -139,6 +143,9 @@ class DataLoader(StatefulDataLoader):
         self._source = dataset
         self._rank = dist_rank_world()[0]
         self._epoch_sampler = None
+        if ddp not in ("pad", "drop"):
+            raise ConfigError(f"ddp must be 'pad' or 'drop', got {ddp!r}")
+        self._ddp = ddp
 
         if collate_fn is None:
             collate_fn = Collate(float_dtype, batch_transform)
@@ -218,7 +225,10 @@ class DataLoader(StatefulDataLoader):
         self._prepare_epoch()
         it = super().__iter__()
         self.stats = LoaderStats()
-        inner: Iterator[Any] = _StatsIterator(it, self.stats)
+        inner: Iterator[Any] = it
+        if isinstance(self.dataset, _BatchIterable) and dist_rank_world()[1] > 1:
+            inner = _EvenRanksIterator(inner, self._ddp, self.stats)
+        inner = _StatsIterator(inner, self.stats)
         if self._device is not None and self._prefetch_to_device > 0:
             inner = _DevicePrefetcher(inner, self._device, self._prefetch_to_device)
         elif self._device is not None:
@@ -300,6 +310,47 @@ class _Compose:
 
     def __call__(self, batch: Any) -> Any:
         return self.batch_transform(self.collate_fn(batch))
+
+
+class _EvenRanksIterator:
+    """Keeps DDP ranks in step on streams, whose shards can hold different numbers of rows:
+    before each batch the ranks agree (one all_reduce of a flag) whether every rank has one.
+    "drop" stops all ranks when the first runs out (the others' extra batches are counted in
+    ``stats.ddp_dropped``); "pad" lets a finished rank repeat its last batch until all are done
+    (``stats.ddp_padded``). Either way no rank waits forever in a collective."""
+
+    def __init__(self, it: Iterator[Any], policy: str, stats: LoaderStats) -> None:
+        self._it, self._policy, self._stats = it, policy, stats
+        self._last: Any = None
+        self._done = False
+
+    def __iter__(self) -> _EvenRanksIterator:
+        return self
+
+    def __next__(self) -> Any:
+        import torch.distributed as dist
+
+        batch: Any = None
+        if not self._done:
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                self._done = True
+        flag = torch.tensor([0 if self._done else 1], dtype=torch.int64)
+        op = dist.ReduceOp.MIN if self._policy == "drop" else dist.ReduceOp.MAX
+        dist.all_reduce(flag, op=op)
+        if flag.item() == 0:
+            if not self._done:
+                self._stats.ddp_dropped += 1 + sum(1 for _ in self._it)
+                self._done = True
+            raise StopIteration
+        if self._done:  # "pad": others still have batches; repeat ours
+            if self._last is None:
+                raise StopIteration
+            self._stats.ddp_padded += 1
+            return self._last
+        self._last = batch
+        return batch
 
 
 class _StatsIterator:
