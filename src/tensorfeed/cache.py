@@ -1,0 +1,320 @@
+"""Caches for any map-style dataset: its fetched rows kept in RAM or in a memory-mapped file.
+
+NOTE [ Dataset caches ]
+``ds.cache("memory")`` / ``ds.cache(path)`` read every row of ``ds`` once through its own
+``_fetch`` (for image sources: decoded pixels, see NOTE [ Image rows ]) and keep that Arrow table.
+The cached dataset has the same length and indices, and turns fetched rows into samples with the
+*source's* ``_batch``, so its samples are exactly the source's (transforms still run per access).
+
+* ``"memory"``: one Arrow table whose columns are single contiguous buffers. There are no
+  per-row Python objects, so fork workers share the pages without copy-on-read growth
+  (pytorch#13246); a spawn worker receives a pickled copy. Lives as long as the dataset.
+* a path: an Arrow IPC file, written once (to a temporary name, then renamed: a crash never
+  leaves a half cache behind) and memory-mapped, so every worker and every later run shares one
+  copy through the page cache. The file records ``ds.fingerprint()`` (for files: their paths,
+  sizes and modification times; for SQL: the query and credential-free URL) and is reused only
+  while the fingerprint and the row count match; otherwise it is rebuilt. ``path`` is a
+  directory (the file is named after the dataset and its fingerprint, older caches of the same
+  dataset there are removed) or a file name ending in ``.arrow``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .dataset import MapDataset
+from .errors import ConfigError, DataError, NotFoundError
+
+CACHE_FORMAT = "1"
+_META_FP = b"tensorfeed.fingerprint"
+_META_ROWS = b"tensorfeed.rows"
+_META_FORMAT = b"tensorfeed.cache_format"
+_META_SOURCE = b"tensorfeed.source"
+_TARGET_CHUNK_BYTES = 64 << 20
+
+
+def cache_dataset(
+    dataset: MapDataset,
+    where: str | os.PathLike[str] = "memory",
+    *,
+    chunk_rows: int | None = None,
+    progress: bool | None = None,
+) -> CachedDataset:
+    """Cache ``dataset``'s rows in RAM (``"memory"``) or in a memory-mapped file under ``where``
+    (see NOTE [ Dataset caches ]). ``progress``: show a progress bar (default: on a terminal)."""
+    if not isinstance(dataset, MapDataset):
+        raise ConfigError(
+            f"only map-style datasets can be cached, not {type(dataset).__name__} "
+            "(a stream has no stable index to cache by)"
+        )
+    if chunk_rows is not None and chunk_rows < 1:
+        raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    if isinstance(where, str) and where == "memory":
+        table = _read_all(dataset, chunk_rows, progress)
+        return CachedDataset(dataset, table, "memory")
+    path = _cache_file(dataset, os.fspath(where))
+    fingerprint = dataset.fingerprint()
+    if not _valid_cache(path, fingerprint, len(dataset)):
+        _write_cache(dataset, path, fingerprint, chunk_rows, progress)
+        _remove_stale_siblings(path)
+    return CachedDataset(dataset, None, path)
+
+
+class CachedDataset(MapDataset):
+    """A map-style dataset serving another dataset's fetched rows from RAM or a file.
+
+    Anything not defined here (``classes``, ``class_to_idx``, ``skipped`` ...) is read from
+    the source dataset, :attr:`source`.
+    """
+
+    def __init__(self, source: MapDataset, table: pa.Table | None, where: str) -> None:
+        self.source = source
+        self.where = where
+        self._table = table
+        self._rows = len(source)
+        if table is not None and table.num_rows != self._rows:  # pragma: no cover
+            raise DataError(f"cache holds {table.num_rows} rows, the source {self._rows}")
+
+    @property
+    def path(self) -> str | None:
+        """The cache file, or None for a memory cache."""
+        return None if self.where == "memory" else self.where
+
+    @property
+    def spec(self) -> Any:  # type: ignore[override]
+        return self.source.spec
+
+    @property
+    def table(self) -> pa.Table:
+        """The cached rows (memory-mapped for a file cache)."""
+        if self._table is None:
+            self._table = _open_cache(self.where)
+        return self._table
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.table.nbytes)
+
+    def _num_rows(self) -> int:
+        return self._rows
+
+    def _fetch(self, indices: np.ndarray) -> pa.Table:
+        return self.table.take(pa.array(indices, type=pa.int64()))
+
+    def _batch(self, table: pa.Table, indices: np.ndarray) -> Any:
+        return self.source._batch(table, indices)
+
+    def _locator(self, indices: np.ndarray) -> Any:
+        return self.source._locator(indices)
+
+    def __getitem__(self, index: int) -> Any:
+        if not isinstance(index, int | np.integer):
+            raise TypeError(f"dataset index must be an int, got {type(index).__name__}")
+        batch = self.__getitems__([int(index)])
+        if len(batch) == 0:  # an image source under on_error="skip" left it out
+            raise DataError(
+                f"sample {index} of {self.describe()} is unreadable and on_error='skip' leaves "
+                "it out; batched access (a DataLoader) skips it, a single index cannot"
+            )
+        return batch[0]
+
+    def column(self, name: str) -> np.ndarray:
+        if name in self.table.column_names:
+            return self.table.column(name).to_numpy(zero_copy_only=False)
+        return self.source.column(name)
+
+    def describe(self) -> str:
+        return f"{self.source.describe()} (cached in {self.where})"
+
+    def fingerprint(self) -> str:
+        # same rows, same indices: a loader checkpoint of the source resumes on its cache
+        return self.source.fingerprint()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("source", "_table", "where", "_rows"):
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self.where != "memory":
+            state["_table"] = None  # memory-mapped again in the process that unpickles it
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return f"CachedDataset({self.describe()}, rows={self._rows})"
+
+
+# --------------------------------------------------------------------------- reading the source
+
+
+def _chunks(
+    dataset: MapDataset, chunk_rows: int | None, progress: bool | None
+) -> Iterator[pa.Table]:
+    """The source's rows in index order, fetched in chunks of about 64 MiB."""
+    from tqdm import tqdm
+
+    n = len(dataset)
+    rows = chunk_rows or 256
+    start = 0
+    with tqdm(
+        total=n,
+        desc=f"caching {dataset.describe()}",
+        unit="rows",
+        disable=(None if progress is None else not progress),
+        leave=False,
+    ) as bar:
+        while start < n:
+            stop = min(n, start + rows)
+            chunk = dataset._fetch(np.arange(start, stop, dtype=np.int64))
+            if chunk.num_rows != stop - start:
+                raise DataError(
+                    f"{dataset.describe()} returned {chunk.num_rows} rows for indices "
+                    f"{start}..{stop - 1}; a cache needs exactly one row per index"
+                )
+            yield chunk
+            bar.update(stop - start)
+            if chunk_rows is None and chunk.num_rows:
+                per_row = max(1, chunk.nbytes // chunk.num_rows)
+                rows = int(min(65536, max(256, _TARGET_CHUNK_BYTES // per_row)))
+            start = stop
+
+
+def _empty(dataset: MapDataset) -> pa.Table:
+    return dataset._fetch(np.empty(0, dtype=np.int64))
+
+
+def _read_all(dataset: MapDataset, chunk_rows: int | None, progress: bool | None) -> pa.Table:
+    parts = list(_chunks(dataset, chunk_rows, progress)) or [_empty(dataset)]
+    table = pa.concat_tables(parts, promote_options="default") if len(parts) > 1 else parts[0]
+    return table.combine_chunks()
+
+
+# --------------------------------------------------------------------------- the cache file
+
+
+def _slug(dataset: MapDataset) -> str:
+    name = re.sub(r"[^A-Za-z0-9]+", "-", type(dataset).__name__).strip("-").lower() or "dataset"
+    digest = hashlib.sha256(dataset.describe().encode()).hexdigest()[:8]
+    return f"tensorfeed-{name}-{digest}"
+
+
+def _cache_file(dataset: MapDataset, where: str) -> str:
+    where = os.path.expanduser(where)
+    if where.endswith((".arrow", ".ipc", ".feather")):
+        parent = os.path.dirname(os.path.abspath(where))
+        os.makedirs(parent, exist_ok=True)
+        return where
+    if os.path.exists(where) and not os.path.isdir(where):
+        raise ConfigError(
+            f"cache location {where} is a file that is not an .arrow cache; give a directory "
+            "or a path ending in .arrow"
+        )
+    os.makedirs(where, exist_ok=True)
+    return os.path.join(where, f"{_slug(dataset)}-{dataset.fingerprint()}.arrow")
+
+
+def _valid_cache(path: str, fingerprint: str, rows: int) -> bool:
+    if not os.path.isfile(path):
+        return False
+    try:
+        with pa.memory_map(path, "r") as mm:
+            reader = pa.ipc.open_file(mm)
+            meta = reader.schema.metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return False
+    return (
+        meta.get(_META_FP) == fingerprint.encode()
+        and meta.get(_META_ROWS) == str(rows).encode()
+        and meta.get(_META_FORMAT) == CACHE_FORMAT.encode()
+    )
+
+
+def _write_cache(
+    dataset: MapDataset,
+    path: str,
+    fingerprint: str,
+    chunk_rows: int | None,
+    progress: bool | None,
+) -> None:
+    meta = {
+        _META_FP: fingerprint.encode(),
+        _META_ROWS: str(len(dataset)).encode(),
+        _META_FORMAT: CACHE_FORMAT.encode(),
+        _META_SOURCE: dataset.describe().encode(),
+    }
+    tmp = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        writer = None
+        schema = None
+        with pa.OSFile(tmp, "wb") as sink:
+            for chunk in _chunks(dataset, chunk_rows, progress):
+                if writer is None:
+                    schema = chunk.schema.with_metadata(meta)
+                    writer = pa.ipc.new_file(sink, schema)
+                writer.write_table(_conform(chunk, schema, dataset))
+            if writer is None:
+                writer = pa.ipc.new_file(sink, _empty(dataset).schema.with_metadata(meta))
+            writer.close()
+        _fsync(tmp)
+        os.replace(tmp, path)  # atomic: readers see the old cache or the complete new one
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def _conform(chunk: pa.Table, schema: Any, dataset: MapDataset) -> pa.Table:
+    plain = schema.remove_metadata()
+    got = chunk.schema.remove_metadata()
+    if got.equals(plain):
+        return chunk.replace_schema_metadata(schema.metadata)
+    try:
+        return chunk.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+        raise DataError(
+            f"{dataset.describe()} returned rows with schema {got} after rows with {plain}; "
+            f"they cannot be cached in one file ({exc})"
+        ) from exc
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _open_cache(path: str) -> pa.Table:
+    try:
+        return pa.ipc.open_file(pa.memory_map(path, "r")).read_all()
+    except FileNotFoundError as exc:
+        raise NotFoundError(
+            f"cache file {path} is gone (deleted after the cache was built?)"
+        ) from exc
+
+
+def _remove_stale_siblings(path: str) -> None:
+    """Older caches of the same dataset in the same directory (another fingerprint)."""
+    folder, name = os.path.split(path)
+    m = re.match(r"(tensorfeed-.+-[0-9a-f]{8})-[0-9a-f]+\.arrow$", name)
+    if not m:
+        return
+    prefix = m.group(1) + "-"
+    for other in os.listdir(folder or "."):
+        if other != name and other.startswith(prefix) and other.endswith(".arrow"):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, other))

@@ -1,0 +1,560 @@
+"""Image decoding for the file sources: files -> Arrow rows -> (image, target) samples.
+
+NOTE [ Image rows ]
+A file source's ``_fetch`` returns one Arrow row per file, already decoded, so the same rows can
+be kept by a cache (``ds.cache(...)``) and turned into samples by the same ``_batch`` code:
+
+==========  ==============  ==============================================================
+column      type            meaning
+==========  ==============  ==============================================================
+``image``   large_binary    the decoded payload: C-contiguous pixels, or a pickle (kind 3)
+``shape``   list<int32>     array shape (``[C, H, W]`` for tensors); ``[W, H]`` for PIL
+``kind``    int8            0 torch tensor, 1 numpy array, 2 PIL image, 3 pickled object,
+                            -1 the file could not be read (see ``error``)
+``format``  string          numpy dtype string (kinds 0, 1) or PIL mode (kind 2)
+``error``   string          why the file could not be read (kind -1), else null
+``target``  int64/float64   the label (absent when a dataset has none)
+==========  ==============  ==============================================================
+
+A tensor row is ``[C, H, W]`` already, so a batch of equal-shape images becomes one
+``uint8 [B, C, H, W]`` tensor with a single copy out of the Arrow buffer (:class:`ImageBatch`).
+Unreadable files only reach a row (kind -1) under ``on_error="skip"``; ``_batch`` then leaves
+them out of the batch and records them in the dataset's :class:`SkipLog`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import tempfile
+import uuid
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from .._deps import require
+from ..columns import ColumnBatch, ConvertOptions, RowLocator, SampleSpec, arrow_column_to_tensors
+from ..columns import collate_samples as _collate_samples
+from ..errors import ConfigError, DataError, NotFoundError
+
+KIND_TENSOR, KIND_NUMPY, KIND_PIL, KIND_PICKLE, KIND_ERROR = 0, 1, 2, 3, -1
+
+# Pillow's own default (Image.MAX_IMAGE_PIXELS), fixed here so our limit never reads a global.
+PILLOW_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+
+# PIL modes whose tobytes()/frombytes() round trip is exact (palette modes are pickled instead).
+_PIL_RAW_MODES = frozenset(
+    {
+        "1",
+        "L",
+        "LA",
+        "La",
+        "RGB",
+        "RGBA",
+        "RGBa",
+        "RGBX",
+        "CMYK",
+        "YCbCr",
+        "LAB",
+        "HSV",
+        "I",
+        "F",
+        "I;16",
+        "I;16B",
+        "I;16L",
+    }
+)
+
+ON_ERROR = ("raise", "skip")
+_DEFAULT_OPTS = ConvertOptions()
+
+
+class FolderNotFoundError(NotFoundError, FileNotFoundError):
+    """A root, class folder or data file is missing. Also a ``FileNotFoundError``, which is what
+    torchvision raises in the same places, so code written for it keeps catching it."""
+
+
+def _pil() -> Any:
+    return require("PIL.Image", "images", "decoding images")
+
+
+# --------------------------------------------------------------------------- decode options
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How the built-in decoder reads a file (the per-dataset knobs, grouped)."""
+
+    mode: str | None = "RGB"  # Pillow mode to convert to; None keeps each file's own mode
+    max_image_pixels: int | None = PILLOW_MAX_IMAGE_PIXELS  # decompression-bomb limit
+    on_error: str = "raise"  # "raise" or "skip"
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ON_ERROR:
+            raise ConfigError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if self.max_image_pixels is not None and self.max_image_pixels < 1:
+            raise ConfigError(f"max_image_pixels must be >= 1 or None, got {self.max_image_pixels}")
+
+
+class UnreadableFile(Exception):
+    """Internal: a file that cannot become a sample (corrupt, truncated, too large, missing)."""
+
+
+def open_image(
+    path: str, opts: DecodeOptions, crop: tuple[int, int, int, int] | None = None
+) -> Any:
+    """Open, check and fully decode one image with Pillow; returns a loaded PIL image.
+
+    The pixel limit is checked on the header, before any pixel is decoded. It is ours, not
+    Pillow's process-wide ``Image.MAX_IMAGE_PIXELS`` (never changed here); Pillow still refuses
+    images over twice its own limit on open, whatever ``max_image_pixels`` says.
+    """
+    Image = _pil()
+    try:
+        with open(path, "rb") as f, Image.open(f) as img:
+            w, h = img.size
+            limit = opts.max_image_pixels
+            if limit is not None and w * h > limit:
+                raise UnreadableFile(
+                    f"{w}x{h} = {w * h} pixels is over max_image_pixels={limit} "
+                    "(a possible decompression bomb; raise max_image_pixels if it is genuine)"
+                )
+            if crop is not None:
+                _check_crop(crop, w, h)
+            img.load()
+            out = img
+            if opts.mode is not None and img.mode != opts.mode:
+                out = img.convert(opts.mode)
+            if crop is not None:
+                out = out.crop(crop)
+            if out is img:
+                out = img.copy()  # detach from the file we are about to close
+            return out
+    except UnreadableFile:
+        raise
+    except FileNotFoundError as exc:
+        raise UnreadableFile("the file no longer exists") from exc
+    except MemoryError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise UnreadableFile(f"refused by Pillow as a decompression bomb ({exc})") from exc
+    except Exception as exc:  # corrupt, truncated, not an image: Pillow raises many types
+        raise UnreadableFile(f"cannot be decoded ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_crop(box: tuple[int, int, int, int], w: int, h: int) -> None:
+    left, top, right, bottom = box
+    if not (0 <= left < right <= w and 0 <= top < bottom <= h):
+        raise UnreadableFile(
+            f"crop box (left={left}, top={top}, right={right}, bottom={bottom}) is not inside "
+            f"the {w}x{h} image"
+        )
+
+
+def chw_array(img: Any) -> np.ndarray:
+    """A PIL image -> C-contiguous ``[C, H, W]`` numpy array."""
+    arr = np.asarray(img)
+    if arr.ndim == 2:
+        return np.ascontiguousarray(arr[None])
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def pil_loader(path: str) -> Any:
+    """Open ``path`` as an RGB PIL image (torchvision's ``pil_loader``), with tensorfeed's checks."""
+    try:
+        return open_image(os.fspath(path), DecodeOptions(mode="RGB"))
+    except UnreadableFile as exc:
+        raise DataError(f"image file {os.fspath(path)} {exc}") from exc
+
+
+def tensor_loader(path: str) -> torch.Tensor:
+    """Open ``path`` as a ``uint8 [3, H, W]`` tensor (the default of ``tfd.ImageFolder``)."""
+    return torch.from_numpy(chw_array(pil_loader(path)))
+
+
+# --------------------------------------------------------------------------- rows
+
+
+class RowBuilder:
+    """Collects decoded files, then builds the Arrow table of NOTE [ Image rows ]."""
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes | memoryview] = []
+        self.shapes: list[list[int]] = []
+        self.kinds: list[int] = []
+        self.formats: list[str | None] = []
+        self.errors: list[str | None] = []
+
+    def add_array(self, arr: np.ndarray, kind: int = KIND_TENSOR) -> None:
+        arr = np.ascontiguousarray(arr)
+        self.payloads.append(memoryview(arr).cast("B") if arr.size else b"")
+        self.shapes.append(list(arr.shape))
+        self.kinds.append(kind)
+        self.formats.append(arr.dtype.str)
+        self.errors.append(None)
+
+    def add_object(self, obj: Any) -> None:
+        """A loader's output, whatever it is: tensor, numpy array, PIL image or anything else."""
+        if isinstance(obj, torch.Tensor):
+            self.add_array(obj.detach().cpu().contiguous().numpy(), KIND_TENSOR)
+        elif isinstance(obj, np.ndarray) and obj.dtype != object:
+            self.add_array(obj, KIND_NUMPY)
+        elif _is_pil(obj) and obj.mode in _PIL_RAW_MODES:
+            self.payloads.append(obj.tobytes())
+            self.shapes.append(list(obj.size))
+            self.kinds.append(KIND_PIL)
+            self.formats.append(obj.mode)
+            self.errors.append(None)
+        else:
+            self.payloads.append(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+            self.shapes.append([])
+            self.kinds.append(KIND_PICKLE)
+            self.formats.append("pickle")
+            self.errors.append(None)
+
+    def add_error(self, message: str) -> None:
+        self.payloads.append(b"")
+        self.shapes.append([])
+        self.kinds.append(KIND_ERROR)
+        self.formats.append(None)
+        self.errors.append(message)
+
+    def table(self, targets: pa.Array | None = None) -> pa.Table:
+        sizes = np.fromiter(
+            (len(p) if isinstance(p, bytes) else p.nbytes for p in self.payloads),
+            dtype=np.int64,
+            count=len(self.payloads),
+        )
+        offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        data = b"".join(self.payloads)
+        image = pa.LargeBinaryArray.from_buffers(
+            pa.large_binary(), len(sizes), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+        )
+        cols: dict[str, pa.Array] = {
+            "image": image,
+            "shape": pa.array(self.shapes, type=pa.list_(pa.int32())),
+            "kind": pa.array(np.asarray(self.kinds, dtype=np.int8)),
+            "format": pa.array(self.formats, type=pa.string()),
+            "error": pa.array(self.errors, type=pa.string()),
+        }
+        if targets is not None:
+            cols["target"] = targets
+        return pa.table(cols)
+
+
+def uniform_rows(pixels: np.ndarray, targets: pa.Array | None) -> pa.Table:
+    """Rows for a ``[B, *shape]`` block of same-shape tensors (MNIST): no per-row Python work."""
+    pixels = np.ascontiguousarray(pixels)
+    n = pixels.shape[0]
+    shape = list(pixels.shape[1:])
+    per = int(np.prod(shape)) * pixels.dtype.itemsize
+    offsets = np.arange(n + 1, dtype=np.int64) * per
+    image = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(pixels)]
+    )
+    flat = pa.array(np.tile(np.asarray(shape, dtype=np.int32), n))
+    shapes = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * len(shape)), flat)
+    cols: dict[str, pa.Array] = {
+        "image": image,
+        "shape": shapes,
+        "kind": pa.array(np.zeros(n, dtype=np.int8)),
+        "format": pa.array([pixels.dtype.str]).take(pa.array(np.zeros(n, dtype=np.int64))),
+        "error": pa.nulls(n, pa.string()),
+    }
+    if targets is not None:
+        cols["target"] = targets
+    return pa.table(cols)
+
+
+def _is_pil(obj: Any) -> bool:
+    mod = type(obj).__module__
+    return mod.startswith("PIL.") and hasattr(obj, "tobytes") and hasattr(obj, "mode")
+
+
+def _binary_parts(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets int64 [n+1], data uint8) views of a large_binary column."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n = len(arr)
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64, count=n + 1, offset=arr.offset * 8)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.empty(0, np.uint8)
+    return offsets, data
+
+
+# --------------------------------------------------------------------------- batches
+
+
+class ImageBatch(ColumnBatch):
+    """A fetched batch of image rows. Indexing gives ``(image, target)`` samples (or just the
+    image when the dataset has no target), so torch's ``default_collate`` works; ``tfd.collate``
+    turns equal-shape tensor rows into one ``[B, C, H, W]`` tensor with a single copy."""
+
+    __slots__ = ("_cells", "_with_target")
+
+    def __init__(
+        self, table: pa.Table, spec: SampleSpec, locator: RowLocator, with_target: bool = True
+    ) -> None:
+        super().__init__(table, spec, locator)
+        self._with_target = with_target and "target" in table.column_names
+        self._cells: tuple[np.ndarray, np.ndarray, list[Any], list[Any], list[Any]] | None = None
+
+    def _parts(self) -> tuple[np.ndarray, np.ndarray, list[Any], list[Any], list[Any]]:
+        if self._cells is None:
+            t = self.table
+            offsets, data = _binary_parts(t.column("image"))
+            self._cells = (
+                offsets,
+                data,
+                t.column("shape").to_pylist(),
+                t.column("kind").to_pylist(),
+                t.column("format").to_pylist(),
+            )
+        return self._cells
+
+    def image(self, i: int) -> Any:
+        """The decoded image of row ``i``, before ``transform``."""
+        offsets, data, shapes, kinds, formats = self._parts()
+        raw = data[offsets[i] : offsets[i + 1]]
+        kind, fmt, shape = kinds[i], formats[i], shapes[i]
+        if kind == KIND_TENSOR:
+            return torch.from_numpy(raw.view(np.dtype(fmt)).reshape(shape).copy())
+        if kind == KIND_NUMPY:
+            return raw.view(np.dtype(fmt)).reshape(shape).copy()
+        if kind == KIND_PIL:
+            return _pil().frombytes(fmt, (shape[0], shape[1]), raw.tobytes())
+        if kind == KIND_PICKLE:
+            return pickle.loads(raw.tobytes())
+        raise DataError(
+            f"{self.locator.describe(self.table, i)} holds no image"
+        )  # pragma: no cover
+
+    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
+        if isinstance(i, slice):
+            raise TypeError("ImageBatch does not support slicing")
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"sample {i} is out of range for a batch of {n}")
+        i %= n
+        img = self.image(i)
+        if self.spec.transform is not None:
+            img = self.spec.transform(img)
+        if not self._with_target:
+            return img
+        y = self.table.column("target")[i].as_py()
+        if self.spec.target_transform is not None:
+            y = self.spec.target_transform(y)
+        return img, y
+
+    def to_batch(self, opts: ConvertOptions = _DEFAULT_OPTS) -> Any:
+        if self.spec.transform is None and self.spec.target_transform is None:
+            images = self._stacked()
+            if images is not None:
+                if not self._with_target:
+                    return images
+                y = arrow_column_to_tensors(
+                    self.table.column("target"),
+                    "target",
+                    opts,
+                    lambda i: self.locator.describe(self.table, i),
+                )["target"]
+                return images, y
+        if len(self) == 0:
+            return _empty_batch(self._with_target)
+        return _collate_samples(list(self), opts)
+
+    def _stacked(self) -> torch.Tensor | None:
+        """All rows as one tensor when they are same-shape, same-dtype tensor rows; else None."""
+        t = self.table
+        n = t.num_rows
+        if n == 0:
+            return None
+        kinds = t.column("kind")
+        if pc.min_max(kinds).as_py() != {"min": KIND_TENSOR, "max": KIND_TENSOR}:
+            return None
+        formats = pc.unique(t.column("format"))
+        if len(formats) != 1:
+            return None
+        shapes = t.column("shape")
+        lengths = pc.list_value_length(shapes)
+        if pc.min_max(lengths).as_py()["min"] != pc.min_max(lengths).as_py()["max"]:
+            return None
+        ndim = int(lengths[0].as_py())
+        flat = pc.list_flatten(shapes).to_numpy(zero_copy_only=False).reshape(n, ndim)
+        if not (flat == flat[0]).all():
+            return None
+        offsets, data = _binary_parts(t.column("image"))
+        block = data[offsets[0] : offsets[n]]
+        arr = block.view(np.dtype(formats[0].as_py())).reshape((n, *flat[0].tolist()))
+        return torch.from_numpy(arr.copy())
+
+
+def _empty_batch(with_target: bool) -> Any:
+    images = torch.empty(0, dtype=torch.uint8)
+    return (images, torch.empty(0, dtype=torch.int64)) if with_target else images
+
+
+# --------------------------------------------------------------------------- skipped files
+
+
+class SkippedFile(NamedTuple):
+    index: int
+    path: str
+    reason: str
+
+
+def _remove_if_owner(path: str, owner: int) -> None:
+    if os.getpid() == owner:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+class SkipLog:
+    """The files left out under ``on_error="skip"``, recorded by whichever process read them.
+
+    Worker processes cannot return a count through the batches, so each skip is appended (one
+    short line, ``O_APPEND``) to a small file named when the dataset is built; the dataset in the
+    main process reads it back. The file is removed when the owning dataset goes away.
+    """
+
+    def __init__(self) -> None:
+        self.path = os.path.join(
+            tempfile.gettempdir(), f"tensorfeed-skipped-{os.getpid()}-{uuid.uuid4().hex}.tsv"
+        )
+        weakref.finalize(self, _remove_if_owner, self.path, os.getpid())
+
+    def record(self, index: int, path: str, reason: str) -> None:
+        line = "\t".join(_one_line(s) for s in (str(index), path, reason)) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode("utf-8", "surrogateescape"))
+        finally:
+            os.close(fd)
+
+    def entries(self) -> list[SkippedFile]:
+        try:
+            with open(self.path, encoding="utf-8", errors="surrogateescape") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return []
+        seen: dict[int, SkippedFile] = {}
+        for line in lines:
+            parts = line.split("\t", 2)
+            if len(parts) == 3 and parts[0].lstrip("-").isdigit():
+                idx = int(parts[0])
+                seen.setdefault(idx, SkippedFile(idx, parts[1], parts[2]))
+        return [seen[k] for k in sorted(seen)]
+
+
+def _one_line(s: str) -> str:
+    return s.replace("\t", " ").replace("\n", " ").replace("\r", " ")
+
+
+# --------------------------------------------------------------------------- the shared base
+
+
+def check_on_error(on_error: str) -> str:
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    return on_error
+
+
+def split_unreadable(
+    table: pa.Table, indices: np.ndarray
+) -> tuple[pa.Table, np.ndarray, list[tuple[int, str]]]:
+    """Rows that hold an image, their dataset indices, and ``(index, error)`` of the others."""
+    err = table.column("error")
+    if err.null_count == len(err):
+        return table, indices, []
+    bad = pc.is_valid(err).to_numpy(zero_copy_only=False)
+    messages = err.filter(pa.array(bad)).to_pylist()
+    dropped = list(zip(indices[bad].tolist(), messages))
+    keep = ~bad
+    return table.filter(pa.array(keep)), indices[keep], dropped
+
+
+def loader_kind(loader: Callable[[str], Any] | None) -> str | None:
+    """'tensor' / 'pil' for the built-in decoders, None for a user's loader."""
+    if loader is None or loader is tensor_loader:
+        return "tensor"
+    if loader is pil_loader:
+        return "pil"
+    return None
+
+
+def loader_name(loader: Callable[[str], Any] | None) -> str:
+    if loader is None:
+        return "tensor_loader"
+    return f"{getattr(loader, '__module__', '?')}.{getattr(loader, '__qualname__', type(loader).__name__)}"
+
+
+def decode_file(
+    rows: RowBuilder,
+    path: str,
+    loader: Callable[[str], Any] | None,
+    opts: DecodeOptions,
+    crop: tuple[int, int, int, int] | None = None,
+    where: str = "",
+) -> None:
+    """Decode one file into ``rows``; an unreadable file raises DataError (or is kept as an
+    error row under ``on_error="skip"``). ``where`` names the row for annotation files."""
+    kind = loader_kind(loader)
+    try:
+        if kind is not None:
+            img = open_image(path, opts, crop)
+            if kind == "tensor":
+                rows.add_array(chw_array(img), KIND_TENSOR)
+            else:
+                rows.add_object(img)
+            return
+        assert loader is not None
+        try:
+            obj = loader(path)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise UnreadableFile(
+                f"could not be loaded by {loader_name(loader)} ({type(exc).__name__}: {exc})"
+            ) from exc
+        if crop is not None:
+            obj = _crop_object(obj, crop)
+        rows.add_object(obj)
+    except UnreadableFile as exc:
+        message = f"image file {path}{where} {exc}"
+        if opts.on_error == "raise":
+            raise DataError(message + _skip_hint()) from exc.__cause__
+        rows.add_error(message)
+
+
+def _skip_hint() -> str:
+    return " (pass on_error='skip' to leave unreadable files out)"
+
+
+def _crop_object(obj: Any, box: tuple[int, int, int, int]) -> Any:
+    left, top, right, bottom = box
+    if _is_pil(obj):
+        _check_crop(box, *obj.size)
+        return obj.crop(box)
+    if isinstance(obj, torch.Tensor | np.ndarray) and obj.ndim >= 2:
+        # tensors are [..., H, W]; numpy arrays are [H, W, ...] (as PIL -> numpy gives them)
+        if isinstance(obj, torch.Tensor):
+            h, w = obj.shape[-2], obj.shape[-1]
+            _check_crop(box, w, h)
+            return obj[..., top:bottom, left:right]
+        h, w = obj.shape[0], obj.shape[1]
+        _check_crop(box, w, h)
+        return obj[top:bottom, left:right]
+    raise UnreadableFile(f"the loader returned a {type(obj).__name__}, which cannot be cropped")
+
+
+def warn_skipped(dropped: Sequence[tuple[int, str]]) -> None:
+    for _, message in dropped:
+        warnings.warn(f"skipped: {message}", RuntimeWarning, stacklevel=3)
