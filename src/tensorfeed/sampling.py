@@ -247,12 +247,16 @@ def _digest_array(values: np.ndarray) -> str:
     return h.hexdigest()
 
 
-class _DrawSampler(Sampler[int]):
-    """Base of the samplers that draw an epoch at once (see NOTE [ Drawing samplers ])."""
+class _DrawSampler(EpochSampler):
+    """Base of the samplers that draw an epoch at once (see NOTE [ Drawing samplers ]).
+
+    It is an :class:`EpochSampler` (same ``set_epoch``, resume point and rank split), so
+    ``tfd.DataLoader`` slices its epoch into whole batches the same way; only the order differs.
+    """
 
     _kind = 0  # decorrelates the draws of different sampler classes with the same seed
 
-    def __init__(
+    def __init__(  # EpochSampler.__init__ is not called: the epoch size comes from _total()
         self,
         seed: int,
         rank: int | None,
@@ -262,6 +266,7 @@ class _DrawSampler(Sampler[int]):
         if ddp not in ("pad", "drop"):
             raise ConfigError(f"ddp policy must be 'pad' or 'drop', got {ddp!r}")
         r, w = dist_rank_world()
+        self.shuffle = True
         self.seed = int(seed)
         self.rank = r if rank is None else int(rank)
         self.world_size = w if world_size is None else int(world_size)
@@ -287,32 +292,24 @@ class _DrawSampler(Sampler[int]):
         raise NotImplementedError
 
     # -- shared behaviour -----------------------------------------------------------------------
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
     def _rng(self) -> np.random.Generator:
         return np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch, self._kind])
 
-    def epoch_indices(self) -> np.ndarray:
-        """This rank's indices for the current epoch (what ``iter()`` yields from the start)."""
+    def _order(self) -> np.ndarray:
         share, self.uneven = split_for_ranks(
             self._draw(self._rng()), self.rank, self.world_size, self.ddp
         )
         return share
+
+    def epoch_indices(self) -> np.ndarray:
+        """This rank's indices for the current epoch (what ``iter()`` yields from the start)."""
+        return self._order()
 
     def __len__(self) -> int:
         n, w = self._total(), self.world_size
         if w == 1:
             return n
         return -(-n // w) if self.ddp == "pad" else n // w
-
-    def __iter__(self) -> Iterator[int]:
-        order = self.epoch_indices()
-        start, self._resume_at = self._resume_at, 0
-        self._yielded = start
-        for i in order[start:].tolist():
-            self._yielded += 1
-            yield i
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -697,10 +694,10 @@ class HardExampleSampler(_DrawSampler):
     def _total(self) -> int:
         return self.num_samples
 
-    def epoch_indices(self) -> np.ndarray:
+    def _order(self) -> np.ndarray:
         if self._epoch_losses is None or self._resume_at == 0:
             self._epoch_losses = self.losses.copy()
-        return super().epoch_indices()
+        return super()._order()
 
     def _draw(self, rng: np.random.Generator) -> np.ndarray:
         assert self._epoch_losses is not None

@@ -212,6 +212,10 @@ class Subset(MapDataset):
     def _num_rows(self) -> int:
         return len(self.indices)
 
+    def __getitems__(self, indices: Sequence[int]) -> Any:
+        # the parent's own batch path (one round trip; in-memory data keeps its tensor fast path)
+        return self.dataset.__getitems__(self.indices[normalize_indices(indices, len(self))])
+
     def _fetch(self, indices: np.ndarray) -> pa.Table:
         return self.dataset._fetch(self.indices[indices])
 
