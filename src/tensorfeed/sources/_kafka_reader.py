@@ -1,0 +1,451 @@
+"""One shard of a :class:`~tensorfeed.sources.kafka.KafkaStream`: a consumer in this process that
+reads its explicitly assigned partitions from the resolved start offsets to the epoch's end.
+
+NOTE [ Kafka offsets as stream positions ]
+A shard's position is ``{"next": {"topic:partition": offset}, "end": {...} | None,
+"delivered": n, "skipped": n}``: for every partition of the shard, the offset of the next message
+to hand out, so all messages of that partition below it were handed to the training loop (a
+partition's messages arrive in offset order, and batches are handed out in order). ``end`` is the
+epoch's end offsets, captured when the epoch first started, so a resumed epoch ends where the
+uninterrupted one would have, even if producers kept writing. The reader stamps every table it
+yields with the shard's resolved start and end offsets (schema metadata), so ``_advance`` can
+record every partition of the shard, also those that have not delivered a row yet. ``skipped``
+is the number of malformed messages skipped by this shard so far this epoch (counted when read).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+import warnings
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from .._deps import require
+from ..errors import (
+    ConfigError,
+    ConnectionFailedError,
+    DataError,
+    NotFoundError,
+    SourceChangedError,
+    StateError,
+)
+from ..sampling import World
+from ._kafka_decode import Decoder
+
+if TYPE_CHECKING:
+    from .kafka import KafkaStream
+
+log = logging.getLogger("tensorfeed.kafka")
+
+META_KEY = b"tensorfeed.kafka"
+META_COLUMNS = ("key", "topic", "partition", "offset", "timestamp")
+
+# Readers alive in this process, by the token they stamp on their tables (see _advance).
+LIVE_READERS: weakref.WeakValueDictionary[str, ShardReader] = weakref.WeakValueDictionary()
+
+
+def pkey(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+def split_pkey(key: str) -> tuple[str, int]:
+    topic, _, part = key.rpartition(":")
+    return topic, int(part)
+
+
+@dataclass
+class KafkaStats:
+    """What the readers of a stream did in this process (each DataLoader worker has its own;
+    ``KafkaStream.counts(loader)`` gives the checkpointed totals over all workers)."""
+
+    messages: int = 0  # messages read inside the epoch's bounds
+    rows: int = 0  # decoded rows passed on
+    skipped: int = 0  # malformed messages skipped (on_error="skip")
+    client_errors: int = 0  # transient client errors (broker down ...), retried by librdkafka
+    last_client_error: str = ""
+    recent_skips: list[str] = field(default_factory=list)  # "topic/partition/offset: reason"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "messages": self.messages,
+            "rows": self.rows,
+            "skipped": self.skipped,
+            "client_errors": self.client_errors,
+            "last_client_error": self.last_client_error,
+        }
+
+
+def make_consumer(stream: KafkaStream, on_error: Any = None) -> Any:
+    ck = require("confluent_kafka", "kafka", "reading Kafka")
+    conf: dict[str, Any] = {
+        "bootstrap.servers": stream.bootstrap_servers,
+        "group.id": stream.group_id or "tensorfeed",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "error",
+        "logger": log,
+    }
+    if on_error is not None:
+        conf["error_cb"] = on_error
+    conf.update(stream.config)
+    return ck.Consumer(conf)
+
+
+def kafka_call(stream: KafkaStream, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a metadata call, turning client errors into tensorfeed errors (no secrets)."""
+    ck = require("confluent_kafka", "kafka")
+    try:
+        return fn(*args, **kwargs)
+    except ck.KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        code = err.name() if hasattr(err, "name") else str(err)
+        text = err.str() if hasattr(err, "str") else str(exc)
+        raise ConnectionFailedError(
+            f"could not {what} from Kafka at {stream.bootstrap_servers} within {stream.timeout}s "
+            f"({code}: {text}); is the broker running and reachable?"
+        ) from None
+
+
+def list_partitions(stream: KafkaStream, consumer: Any) -> list[tuple[str, int]]:
+    """Every (topic, partition) of the stream's topics, in a fixed order."""
+    out: list[tuple[str, int]] = []
+    for topic in stream.topics:
+        md = kafka_call(
+            stream, "list the topics", consumer.list_topics, topic, timeout=stream.timeout
+        )
+        tmd = md.topics.get(topic)
+        if tmd is None or tmd.error is not None or not tmd.partitions:
+            raise NotFoundError(
+                f"Kafka topic {topic!r} does not exist at {stream.bootstrap_servers}"
+                + (f" ({tmd.error.str()})" if tmd is not None and tmd.error is not None else "")
+            )
+        out.extend((topic, p) for p in sorted(tmd.partitions))
+    return out
+
+
+def _ms(value: datetime | int | float) -> int:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return int(value)
+
+
+def _explicit(spec: dict[Any, int], parts: list[tuple[str, int]]) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    norm = {}
+    for k, v in spec.items():
+        t, p = split_pkey(k) if isinstance(k, str) else (str(k[0]), int(k[1]))
+        norm[pkey(t, p)] = int(v)
+    for t, p in parts:
+        out[pkey(t, p)] = norm.get(pkey(t, p))
+    return out
+
+
+def resolve_offsets(
+    stream: KafkaStream, consumer: Any, parts: list[tuple[str, int]], spec: Any, what: str
+) -> dict[str, int]:
+    """Numeric offsets for ``spec`` ("earliest", "latest"/"now", "committed", a timestamp or an
+    explicit dict; a partition missing from a dict starts at the earliest offset)."""
+    ck = require("confluent_kafka", "kafka")
+    tp = ck.TopicPartition
+
+    def watermarks(i: int) -> dict[str, int]:
+        out = {}
+        for t, p in parts:
+            wm = kafka_call(
+                stream,
+                f"read the offsets of {t!r} partition {p}",
+                consumer.get_watermark_offsets,
+                tp(t, p),
+                timeout=stream.timeout,
+                cached=False,
+            )
+            out[pkey(t, p)] = int(wm[i])
+        return out
+
+    if isinstance(spec, str) and spec == "earliest":
+        return watermarks(0)
+    if isinstance(spec, str) and spec in ("latest", "now"):
+        return watermarks(1)
+    if isinstance(spec, str) and spec == "committed":
+        if not stream.group_id:
+            raise ConfigError(f"{what}='committed' needs a group_id")
+        got = kafka_call(
+            stream,
+            f"read the committed offsets of group {stream.group_id!r}",
+            consumer.committed,
+            [tp(t, p) for t, p in parts],
+            timeout=stream.timeout,
+        )
+        low = watermarks(0)
+        return {pkey(x.topic, x.partition): (x.offset if x.offset >= 0 else low[pkey(x.topic, x.partition)]) for x in got}
+    if isinstance(spec, datetime | int | float) and not isinstance(spec, bool):
+        ms = _ms(spec)
+        got = kafka_call(
+            stream,
+            f"look up offsets by timestamp {ms}",
+            consumer.offsets_for_times,
+            [tp(t, p, ms) for t, p in parts],
+            timeout=stream.timeout,
+        )
+        high = watermarks(1)
+        return {pkey(x.topic, x.partition): (x.offset if x.offset >= 0 else high[pkey(x.topic, x.partition)]) for x in got}
+    if isinstance(spec, dict):
+        given = _explicit(spec, parts)
+        if any(v is None for v in given.values()):
+            low = watermarks(0)
+            return {k: (v if v is not None else low[k]) for k, v in given.items()}
+        return {k: int(v) for k, v in given.items() if v is not None}
+    raise ConfigError(
+        f"{what} must be 'earliest', 'latest', 'committed', a datetime, a timestamp in ms or a "
+        f"dict {{(topic, partition): offset}}, got {spec!r}"
+    )
+
+
+class ShardReader:
+    """Reads one shard for one epoch (see NOTE [ Kafka offsets as stream positions ])."""
+
+    def __init__(self, stream: KafkaStream, world: World, epoch: int, position: Any) -> None:
+        self.stream = stream
+        self.world = world
+        self.epoch = epoch
+        self.position = position or {}
+        self.skipped = int(self.position.get("skipped", 0))
+        self.token = uuid.uuid4().hex
+        self.decoder = Decoder(stream.decode, stream.schema, stream.value_columns)
+        self.fatal: str | None = None
+        LIVE_READERS[self.token] = self
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def _on_client_error(self, err: Any) -> None:
+        st = self.stream.stats
+        st.client_errors += 1
+        st.last_client_error = f"{err.name()}: {err.str()}"
+        if err.fatal():
+            self.fatal = st.last_client_error
+        log.debug("Kafka client error: %s", st.last_client_error)
+
+    def _my_partitions(self, parts: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        shard, n = self.world.shard, self.world.num_shards
+        mine = parts[shard::n]
+        if n > len(parts):
+            warnings.warn(
+                f"{self.stream.describe()} has {len(parts)} partition(s) but the loader runs "
+                f"{n} shards (DDP ranks x DataLoader workers): shard {shard} "
+                + ("has no partition and ends at once" if not mine else "shares the work with idle shards")
+                + f"; use at most {len(parts)} shards to read in parallel",
+                stacklevel=2,
+            )
+        return mine
+
+    def _check_position(self, mine: list[tuple[str, int]]) -> None:
+        given = set(self.position.get("next", {}))
+        extra = given - {pkey(t, p) for t, p in mine}
+        if extra:
+            raise StateError(
+                f"this checkpoint of {self.stream.describe()} holds partitions {sorted(extra)} that "
+                f"shard {self.world.shard} of {self.world.num_shards} does not read: it was taken "
+                "with a different number of DataLoader workers or DDP ranks"
+            )
+
+    # -- reading ----------------------------------------------------------------------------------
+    def tables(self) -> Iterator[pa.Table]:
+        ck = require("confluent_kafka", "kafka", "reading Kafka")
+        consumer = make_consumer(self.stream, self._on_client_error)
+        try:
+            parts = list_partitions(self.stream, consumer)
+            mine = self._my_partitions(parts)
+            self._check_position(mine)
+            if not mine:
+                return
+            nxt = dict(self.position.get("next", {}))
+            missing = [(t, p) for t, p in mine if pkey(t, p) not in nxt]
+            if missing:
+                nxt.update(resolve_offsets(self.stream, consumer, missing, self.stream.start, "start"))
+            end = self.position.get("end")
+            if end is None and self.stream.end is not None:
+                end = resolve_offsets(self.stream, consumer, mine, self.stream.end, "end")
+            meta = json.dumps(
+                {"start": {pkey(t, p): nxt[pkey(t, p)] for t, p in mine}, "end": end, "reader": self.token}
+            ).encode()
+            active = [
+                (t, p) for t, p in mine if end is None or nxt[pkey(t, p)] < end[pkey(t, p)]
+            ]
+            if not active:
+                return
+            consumer.assign([ck.TopicPartition(t, p, nxt[pkey(t, p)]) for t, p in active])
+            yield from self._consume(consumer, active, end, {META_KEY: meta})
+        finally:
+            consumer.close()
+            LIVE_READERS.pop(self.token, None)
+
+    def _consume(
+        self,
+        consumer: Any,
+        active: list[tuple[str, int]],
+        end: dict[str, int] | None,
+        meta: dict[bytes, bytes],
+    ) -> Iterator[pa.Table]:
+        ck = require("confluent_kafka", "kafka")
+        s = self.stream
+        open_parts = {pkey(t, p) for t, p in active}
+        last_data = time.monotonic()
+        while open_parts:
+            if self.fatal:
+                raise ConnectionFailedError(
+                    f"the Kafka client for {s.describe()} failed fatally: {self.fatal}"
+                )
+            try:
+                msgs = consumer.consume(s.poll_batch, timeout=s.poll_timeout)
+            except ck.KafkaException as exc:
+                raise ConnectionFailedError(
+                    f"reading {s.describe()} from {s.bootstrap_servers} failed: {exc.args[0]}"
+                ) from None
+            data = [m for m in msgs if m.error() is None]
+            if len(data) != len(msgs):
+                self._handle_events(consumer, msgs, end, open_parts)
+            if data:
+                last_data = time.monotonic()
+                table = self._table(consumer, data, end, open_parts)
+                if table is not None and table.num_rows:
+                    yield table.replace_schema_metadata(meta)
+            elif s.idle_timeout is not None and time.monotonic() - last_data >= s.idle_timeout:
+                return
+
+    def _handle_events(
+        self, consumer: Any, msgs: list[Any], end: dict[str, int] | None, open_parts: set[str]
+    ) -> None:
+        ck = require("confluent_kafka", "kafka")
+        KE = ck.KafkaError
+        for m in msgs:
+            err = m.error()
+            if err is None:
+                continue
+            code = err.code()
+            if code == KE._PARTITION_EOF:
+                key = pkey(m.topic(), m.partition())
+                if end is not None and key in open_parts and m.offset() >= end[key]:
+                    self._close_partition(consumer, key, open_parts)
+                continue
+            where = f"topic {m.topic()!r} partition {m.partition()}" if m.topic() else "the stream"
+            if code in (KE.UNKNOWN_TOPIC_OR_PART, KE._UNKNOWN_TOPIC, KE._UNKNOWN_PARTITION):
+                raise NotFoundError(f"Kafka {where} no longer exists ({err.str()})")
+            if code in (KE._AUTO_OFFSET_RESET, KE.OFFSET_OUT_OF_RANGE):
+                raise SourceChangedError(
+                    f"the next offset of Kafka {where} is no longer available (deleted by "
+                    f"retention?): {err.str()}; restart from start='earliest' or set "
+                    "config={'auto.offset.reset': 'earliest'} to skip ahead"
+                )
+            if err.fatal() or "AUTHORIZATION" in err.name() or "AUTHENTICATION" in err.name():
+                raise ConnectionFailedError(f"Kafka refused to serve {where}: {err.name()}")
+            self._on_client_error(err)
+
+    def _close_partition(self, consumer: Any, key: str, open_parts: set[str]) -> None:
+        ck = require("confluent_kafka", "kafka")
+        open_parts.discard(key)
+        t, p = split_pkey(key)
+        try:
+            consumer.pause([ck.TopicPartition(t, p)])
+        except ck.KafkaException:  # pragma: no cover - pausing is only an optimisation
+            pass
+
+    def _table(
+        self, consumer: Any, data: list[Any], end: dict[str, int] | None, open_parts: set[str]
+    ) -> pa.Table | None:
+        s = self.stream
+        multi = len(s.topics) > 1
+        parts = np.fromiter((m.partition() for m in data), np.int32, len(data))
+        offs = np.fromiter((m.offset() for m in data), np.int64, len(data))
+        topics = [m.topic() for m in data] if multi else None
+        if end is not None:
+            keep = self._bound(consumer, parts, offs, topics, end, open_parts)
+            if keep is not None:
+                data = [m for m, k in zip(data, keep) if k]
+                parts, offs = parts[keep], offs[keep]
+                topics = [t for t, k in zip(topics, keep) if k] if topics is not None else None
+                if not data:
+                    return None
+        values = [m.value() for m in data]
+        s.stats.messages += len(values)
+        table, bad = self.decoder.decode(values)
+        cols: dict[str, Any] = {}
+        good: np.ndarray | None = None
+        if bad:
+            self._on_bad(data, bad)
+            good = np.ones(len(data), dtype=bool)
+            good[[i for i, _ in bad]] = False
+            parts, offs = parts[good], offs[good]
+            data = [m for m, g in zip(data, good) if g]
+            topics = [t for t, g in zip(topics, good) if g] if topics is not None else None
+        for name in s.meta_columns:
+            if name == "partition":
+                cols[name] = pa.array(parts, pa.int32())
+            elif name == "offset":
+                cols[name] = pa.array(offs, pa.int64())
+            elif name == "timestamp":
+                cols[name] = pa.array(
+                    np.fromiter((m.timestamp()[1] for m in data), np.int64, len(data)), pa.int64()
+                )
+            elif name == "topic":
+                cols[name] = pa.array(topics if topics is not None else [s.topics[0]] * len(data), pa.string())
+            elif name == "key":
+                cols[name] = pa.array([m.key() for m in data], pa.binary())
+        for name, arr in cols.items():
+            table = table.append_column(name, arr)
+        s.stats.rows += table.num_rows
+        return table.select(s.output_columns(table.column_names))
+
+    def _bound(
+        self,
+        consumer: Any,
+        parts: np.ndarray,
+        offs: np.ndarray,
+        topics: list[str] | None,
+        end: dict[str, int],
+        open_parts: set[str],
+    ) -> np.ndarray | None:
+        """Drop messages at or past the epoch end; close partitions that reached it. Returns the
+        mask of messages to keep, or None when all are kept."""
+        s = self.stream
+        if topics is None:
+            t0 = s.topics[0]
+            lim = np.empty(len(parts), dtype=np.int64)
+            for p in np.unique(parts).tolist():
+                lim[parts == p] = end[pkey(t0, p)]
+        else:
+            lim = np.array([end[pkey(t, int(p))] for t, p in zip(topics, parts.tolist())], np.int64)
+        keep = offs < lim
+        reached = offs + 1 >= lim
+        if reached.any():
+            for i in np.flatnonzero(reached).tolist():
+                key = pkey(topics[i] if topics is not None else s.topics[0], int(parts[i]))
+                if key in open_parts:
+                    self._close_partition(consumer, key, open_parts)
+        return None if keep.all() else keep
+
+    def _on_bad(self, data: list[Any], bad: list[tuple[int, str]]) -> None:
+        s = self.stream
+        i, why = bad[0]
+        m = data[i]
+        where = f"topic {m.topic()!r} partition {m.partition()} offset {m.offset()}"
+        if s.on_error == "raise":
+            raise DataError(
+                f"malformed Kafka message at {where}: {why} "
+                "(on_error='skip' skips and counts such messages)"
+            )
+        self.skipped += len(bad)
+        s.stats.skipped += len(bad)
+        for i, why in bad:
+            if len(s.stats.recent_skips) >= 20:
+                s.stats.recent_skips.pop(0)
+            m = data[i]
+            s.stats.recent_skips.append(f"{m.topic()}/{m.partition()}/{m.offset()}: {why}")
