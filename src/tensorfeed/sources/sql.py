@@ -1,0 +1,1093 @@
+"""SQL databases (PostgreSQL, SQLite) as a map-style dataset and as a sharded stream.
+
+``SQLDataset(url, table= | query=, key=)`` has ``len()`` and a stable ``ds[i]`` over any SELECT
+(joins included) with a unique key column; a batch is one query. ``SQLStream`` streams the same
+result in Arrow batches with bounded memory, split across DataLoader workers and DDP ranks.
+
+PostgreSQL is read through ADBC (``tensorfeed[postgres]``): rows arrive as Arrow, a stream uses
+``COPY ... TO STDOUT (FORMAT binary)``. SQLite is read through the standard library's ``sqlite3``
+(its values are typed per row, so we build Arrow ourselves and can name a stray value's row).
+
+NOTE [ SQL snapshots and worker connections ]
+Everything a worker needs crosses the process boundary as configuration: the URL, the SQL, the
+key index (numpy, or Arrow for text keys) and, on PostgreSQL, a snapshot id. Connections are
+opened lazily in the process that reads (``_Reader``, checked against ``os.getpid()``). A
+connection found in a forked child belongs to the parent: closing it would send the parent's
+``Terminate`` on the shared socket, so the child *abandons* it (keeps a reference in
+``_ABANDONED`` so no destructor ever runs) and opens its own.
+
+PostgreSQL map-style: the constructor opens a ``REPEATABLE READ READ ONLY`` transaction, calls
+``pg_export_snapshot()`` and builds the key index inside it. That transaction is held open by a
+module-level ``_Pin`` (never a picklable attribute) for as long as the dataset lives in the process
+that built it. Every reader, in any process, runs ``BEGIN ISOLATION LEVEL REPEATABLE READ; SET
+TRANSACTION SNAPSHOT '<id>'`` before its first batch, so all workers see exactly the database the
+key index was built from: ``ds[i]`` never changes meaning and no row appears twice, whatever other
+writers do. ``refresh()`` re-pins (new snapshot, new key index) for the next epoch; if the pin is
+gone (dataset garbage-collected, ``close()``d, or the session killed by the server) a reader that
+has not yet imported the snapshot raises :class:`SourceChangedError`.
+
+SQLite has no exportable snapshot. The key set is pinned at construction (an inserted row is not
+part of the dataset until ``refresh()``; ``ds[i]`` always means the row with ``keys[i]``); each
+batch is read by one statement, so it is internally consistent; a row deleted after construction
+is a :class:`DataError` naming its key; an updated row is read as it is now.
+
+Streams read each shard with ONE statement (PostgreSQL: one ``COPY``; with ``params=``, one
+``DECLARE ... CURSOR`` in a ``REPEATABLE READ`` transaction; SQLite: one ``SELECT`` stepped in
+chunks), so a shard is one consistent snapshot. Shards are ``key mod n`` for integer keys and a
+stable hash of the key otherwise, pushed into the WHERE clause; order within a shard is
+``ORDER BY key``, and a resumed shard skips with ``OFFSET``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import threading
+import uuid
+import weakref
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote as _urlquote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .._deps import require
+from ..columns import RowLocator, make_spec
+from ..dataset import MapDataset, StreamDataset, _digest
+from ..errors import (
+    ConfigError,
+    ConnectionFailedError,
+    DataError,
+    NotFoundError,
+    SourceChangedError,
+    TensorfeedError,
+)
+from ..sampling import World
+
+_OPTIONS = ("table", "query", "key", "columns", "features", "target")
+_STREAM_INT_OPTIONS = ("shuffle_buffer", "seed", "chunk_rows")
+_LIST_OPTIONS = ("columns", "features")
+_ABANDONED: list[Any] = []  # connections inherited through fork: never used, never closed
+_PINS: dict[str, _Pin] = {}  # dataset token -> the snapshot-holding transaction of this process
+_SNAPSHOT_ID = re.compile(r"^[0-9A-Fa-f-]+$")
+_PG_BATCH_BYTES = str(8 << 20)  # COPY record batches of ~8 MiB: a stream's memory bound
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where to read: backend, connection URL (with its password, never shown) and a safe name."""
+
+    backend: str
+    url: str = field(repr=False)
+    safe: str
+    password: str = field(default="", repr=False)
+    path: str | None = None
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the password (plain or URL-quoted) replaced by ``***``."""
+        if self.password:
+            text = text.replace(self.password, "***").replace(_urlquote(self.password), "***")
+        return text
+
+
+def parse_url(url: Any) -> tuple[Database, dict[str, str]]:
+    """A SQLAlchemy-style URL -> (Database, options from its query string such as ``table``)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(url)
+    except (ArgumentError, ValueError, TypeError):
+        raise ConfigError(
+            "cannot parse the database URL; expected e.g. postgresql://user@host/db or "
+            "sqlite:///path.db"
+        ) from None
+    backend = u.get_backend_name()
+    if backend == "postgres":
+        backend = "postgresql"
+    if backend not in ("postgresql", "sqlite"):
+        raise ConfigError(
+            f"unsupported database URL scheme {u.drivername!r}: tensorfeed's SQL sources read "
+            "postgresql:// (and postgresql+<driver>://) and sqlite:/// URLs"
+        )
+    names = (*_OPTIONS, *_STREAM_INT_OPTIONS)
+    options = {k: str(v) for k, v in u.query.items() if k in names}
+    u = u.difference_update_query(list(options))
+    password = u.password or ""
+    safe = u.render_as_string(hide_password=True)
+    if backend == "sqlite":
+        path = u.database
+        if not path or path == ":memory:" or path.startswith("file::memory:"):
+            raise ConfigError(
+                "an in-memory SQLite database cannot be shared with DataLoader workers; "
+                "write it to a file and use sqlite:///path/to/file.db"
+            )
+        path = os.path.abspath(path)
+        return Database("sqlite", f"sqlite:///{path}", f"sqlite:///{path}", "", path), options
+    conn = u.set(drivername="postgresql").render_as_string(hide_password=False)
+    return Database("postgresql", conn, safe, str(password)), options
+
+
+def _url_options(options: Mapping[str, str], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in options.items():
+        if k in _LIST_OPTIONS:
+            out[k] = [c.strip() for c in v.split(",") if c.strip()]
+        elif k in _STREAM_INT_OPTIONS:
+            try:
+                out[k] = int(v)
+            except ValueError:
+                raise ConfigError(f"URL option {k}={v!r} must be an integer") from None
+        else:
+            out[k] = v
+    out.update(overrides)
+    return out
+
+
+# --------------------------------------------------------------------------- SQL text
+
+
+@dataclass(frozen=True)
+class SqlSource:
+    """What to read: a table or a SELECT, with named ``:params``, and the dialect to quote with."""
+
+    backend: str
+    table: str | None
+    query: str | None
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def make(
+        cls, backend: str, table: str | None, query: str | None, params: Mapping[str, Any] | None
+    ) -> SqlSource:
+        if (table is None) == (query is None):
+            raise ConfigError("give exactly one of table= (a table name) or query= (a SELECT)")
+        if table is not None and (not isinstance(table, str) or not table):
+            raise ConfigError(f"table must be a non-empty string, got {table!r}")
+        if query is not None:
+            if not isinstance(query, str) or not query.strip():
+                raise ConfigError("query must be a non-empty SELECT statement")
+            query = query.strip().rstrip(";").strip()
+        if params is not None and not isinstance(params, Mapping):
+            raise ConfigError(
+                "params must be a dict of named parameters used as :name in the query, "
+                f"not {type(params).__name__}"
+            )
+        if params and query is None:
+            raise ConfigError("params= only applies to query= (a table has no parameters)")
+        return cls(backend, table, query, tuple(sorted((params or {}).items())))
+
+    # -- quoting and parameters -------------------------------------------------------------
+    def _dialect(self) -> Any:
+        if self.backend == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql.dialect(paramstyle="numeric_dollar")
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.dialect(paramstyle="qmark")
+
+    def quote(self, name: str) -> str:
+        """``name`` quoted as an identifier by the dialect (always quoted, quotes doubled)."""
+        return str(self._dialect().identifier_preparer.quote_identifier(name))
+
+    def from_clause(self) -> tuple[str, list[Any]]:
+        """``<table> AS tfd_src`` or ``(<query>) AS tfd_src``, and the query's positional values."""
+        if self.table is not None:
+            return f"{self.quote(self.table)} AS tfd_src", []
+        if not self.params:
+            return f"({self.query}) AS tfd_src", []
+        from sqlalchemy import text
+        from sqlalchemy.exc import ArgumentError, CompileError
+
+        given = dict(self.params)
+        try:
+            compiled = text(self.query).compile(dialect=self._dialect())
+        except (ArgumentError, CompileError) as exc:
+            raise ConfigError(f"cannot read the :name parameters of the query: {exc}") from None
+        names = list(compiled.positiontup or [])
+        missing = sorted({n for n in names if n not in given})
+        if missing:
+            raise ConfigError(f"the query uses :{missing[0]} but params= does not give it")
+        unused = sorted(set(given) - set(names))
+        if unused:
+            raise ConfigError(f"params= gives {unused[0]!r}, which the query does not use")
+        return f"({compiled.string}) AS tfd_src", [given[n] for n in names]
+
+    def placeholder(self, n_before: int) -> str:
+        return f"${n_before + 1}" if self.backend == "postgresql" else "?"
+
+    def describe(self) -> str:
+        if self.table is not None:
+            return f"table {self.table!r}"
+        q = " ".join(self.query.split()) if self.query else ""
+        return f"query {q[:80] + ('...' if len(q) > 80 else '')!r}"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    m = re.search(r"ERROR:\s+(.*)", text)
+    if m:
+        text = m.group(1)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def _translate(exc: BaseException, db: Database, src: SqlSource | None) -> TensorfeedError:
+    """A driver error -> the tensorfeed error naming the culprit, with no password in it."""
+    if isinstance(exc, TensorfeedError):
+        return exc
+    msg = db.scrub(_first_line(exc))
+    state = getattr(exc, "sqlstate", None) or ""
+    where = f"{src.describe()} of {db.safe}" if src else db.safe
+    low = msg.lower()
+    if state == "42P01" or "no such table" in low:
+        if src is not None and src.table is not None:
+            return NotFoundError(f"table {src.table!r} does not exist in {db.safe}")
+        return NotFoundError(f"{where}: {msg}")
+    if state == "42703" or "no such column" in low:
+        return NotFoundError(f"{where}: {msg}")
+    if state.startswith("08") or state == "28P01" or state == "3D000":
+        return ConnectionFailedError(f"cannot connect to {db.safe}: {msg}")
+    if state == "22023" and "snapshot" in low:
+        return SourceChangedError(_SNAPSHOT_GONE.format(where=where))
+    return DataError(f"{where}: the database refused the query: {msg}")
+
+
+_SNAPSHOT_GONE = (
+    "the PostgreSQL snapshot that {where} was pinned to no longer exists: the dataset that "
+    "exported it was closed or garbage-collected, the process that built it ended, or the "
+    "server ended its transaction (idle_in_transaction_session_timeout). Keep the dataset "
+    "alive while its loaders run, or build it again (or call refresh() in the process that "
+    "built it)"
+)
+
+
+# --------------------------------------------------------------------------- connections
+
+
+class _Backend:
+    """Driver calls for one kind of database. Connections are plain DB-API/ADBC objects."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def connect(self) -> Any:
+        raise NotImplementedError
+
+    def table(self, conn: Any, sql: str, params: list[Any], typing: _Typing = None) -> pa.Table:
+        raise NotImplementedError
+
+    def schema(self, conn: Any, sql: str, params: list[Any]) -> list[str]:
+        raise NotImplementedError
+
+    def stream(
+        self, conn: Any, sql: str, params: list[Any], chunk_rows: int, typing: _Typing
+    ) -> Iterator[pa.Table]:
+        raise NotImplementedError
+
+    def keys_param(self, keys: np.ndarray | pa.Array) -> Any:
+        raise NotImplementedError
+
+    def in_keys(self, column: str, placeholder: str) -> str:
+        raise NotImplementedError
+
+    def shard_predicate(self, column: str, key_is_int: bool | None, n: int, shard: int) -> str:
+        raise NotImplementedError
+
+    def close(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+class _Postgres(_Backend):
+    def connect(self) -> Any:
+        dbapi = require("adbc_driver_postgresql.dbapi", "postgres", "reading PostgreSQL")
+        try:
+            return dbapi.connect(self.db.url, autocommit=True)
+        except Exception as exc:
+            raise ConnectionFailedError(
+                f"cannot connect to {self.db.safe}: {self.db.scrub(_first_line(exc))}"
+            ) from None
+
+    def _run(self, conn: Any, sql: str, params: list[Any]) -> Any:
+        cur = conn.cursor()
+        try:
+            cur.execute(sql, _pg_params(params) if params else None)
+        except Exception:
+            cur.close()
+            raise
+        return cur
+
+    def execute(self, conn: Any, sql: str) -> None:
+        self._run(conn, sql, []).close()
+
+    def scalar(self, conn: Any, sql: str) -> Any:
+        cur = self._run(conn, sql, [])
+        try:
+            return cur.fetchone()[0]
+        finally:
+            cur.close()
+
+    def table(self, conn: Any, sql: str, params: list[Any], typing: _Typing = None) -> pa.Table:
+        cur = self._run(conn, sql, params)
+        try:
+            return _pg_normalise(cur.fetch_arrow_table())
+        finally:
+            cur.close()
+
+    def schema(self, conn: Any, sql: str, params: list[Any]) -> list[str]:
+        return self.table(conn, sql, params).column_names
+
+    def stream(
+        self, conn: Any, sql: str, params: list[Any], chunk_rows: int, typing: _Typing
+    ) -> Iterator[pa.Table]:
+        if params:  # COPY cannot take bound values: a server-side cursor in one snapshot
+            yield from self._cursor_stream(conn, sql, params, chunk_rows)
+            return
+        cur = conn.cursor()
+        try:
+            cur.adbc_statement.set_options(
+                **{"adbc.postgresql.batch_size_hint_bytes": _PG_BATCH_BYTES}
+            )
+            cur.execute(sql)
+            reader = cur.fetch_record_batch()
+            for batch in reader:
+                yield from _slices(_pg_normalise(pa.Table.from_batches([batch])), chunk_rows)
+        finally:
+            cur.close()
+
+    def _cursor_stream(
+        self, conn: Any, sql: str, params: list[Any], chunk_rows: int
+    ) -> Iterator[pa.Table]:
+        self.execute(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            self._run(conn, f"DECLARE tfd_cursor NO SCROLL CURSOR FOR {sql}", params).close()
+            cur = conn.cursor()
+            cur.adbc_statement.set_options(**{"adbc.postgresql.use_copy": "false"})
+            try:
+                while True:
+                    cur.execute(f"FETCH FORWARD {int(chunk_rows)} FROM tfd_cursor")
+                    t = _pg_normalise(cur.fetch_arrow_table())
+                    if t.num_rows == 0:
+                        break
+                    yield t
+            finally:
+                cur.close()
+        finally:
+            with contextlib.suppress(Exception):
+                self.execute(conn, "ROLLBACK")
+
+    def keys_param(self, keys: np.ndarray | pa.Array) -> Any:
+        values = keys if isinstance(keys, pa.Array) else pa.array(keys)
+        if pa.types.is_large_string(values.type):
+            values = values.cast(pa.string())
+        return pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values)
+
+    def in_keys(self, column: str, placeholder: str) -> str:
+        return f"{column} = ANY({placeholder})"
+
+    def shard_predicate(self, column: str, key_is_int: bool | None, n: int, shard: int) -> str:
+        if key_is_int:
+            return f"((({column}) % {n}) + {n}) % {n} = {shard}"
+        return f"(((hashtextextended(({column})::text, 0)) % {n}) + {n}) % {n} = {shard}"
+
+
+def _pg_params(values: list[Any]) -> pa.RecordBatch:
+    arrays = [v if isinstance(v, pa.Array) else pa.array([v]) for v in values]
+    return pa.RecordBatch.from_arrays(arrays, names=[f"p{i}" for i in range(len(arrays))])
+
+
+def _pg_normalise(t: pa.Table) -> pa.Table:
+    """NUMERIC arrives as an opaque string extension: make it float64; other opaque types become
+    their storage (text). Everything else is already the Arrow type columns.py converts."""
+    cols, changed = [], False
+    for col, fld in zip(t.columns, t.schema):
+        if isinstance(fld.type, pa.BaseExtensionType) and not isinstance(fld.type, pa.UuidType):
+            storage = pa.chunked_array([c.storage for c in col.chunks], fld.type.storage_type)
+            is_numeric = getattr(fld.type, "type_name", "") == "numeric"
+            col = pc.cast(storage, pa.float64()) if is_numeric else storage
+            changed = True
+        cols.append(col)
+    if not changed:
+        return t.replace_schema_metadata(None)
+    return pa.table(cols, names=t.column_names)
+
+
+def _slices(t: pa.Table, rows: int) -> Iterator[pa.Table]:
+    for start in range(0, t.num_rows, rows):
+        yield t.slice(start, rows)
+
+
+class _SQLite(_Backend):
+    def connect(self) -> Any:
+        import sqlite3
+
+        path = self.db.path or ""
+        if not os.path.exists(path):
+            raise NotFoundError(f"the SQLite database file {path!r} does not exist")
+        try:
+            conn = sqlite3.connect(
+                f"file:{_urlquote(path)}?mode=ro", uri=True, timeout=30, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise ConnectionFailedError(f"cannot open {self.db.safe}: {exc}") from None
+        conn.create_function("tfd_hash", 1, _stable_hash, deterministic=True)
+        return conn
+
+    def _rows(self, conn: Any, sql: str, params: list[Any]) -> tuple[list[str], Any]:
+        cur = conn.execute(sql, params)
+        return [d[0] for d in cur.description or ()], cur
+
+    def table(self, conn: Any, sql: str, params: list[Any], typing: _Typing = None) -> pa.Table:
+        names, cur = self._rows(conn, sql, params)
+        try:
+            return _rows_to_arrow(names, cur.fetchall(), typing)
+        finally:
+            cur.close()
+
+    def schema(self, conn: Any, sql: str, params: list[Any]) -> list[str]:
+        names, cur = self._rows(conn, sql, params)
+        cur.close()
+        return names
+
+    def stream(
+        self, conn: Any, sql: str, params: list[Any], chunk_rows: int, typing: _Typing
+    ) -> Iterator[pa.Table]:
+        names, cur = self._rows(conn, sql, params)
+        try:
+            while True:
+                rows = cur.fetchmany(chunk_rows)
+                if not rows:
+                    break
+                yield _rows_to_arrow(names, rows, typing)
+        finally:
+            cur.close()
+
+    def keys_param(self, keys: np.ndarray | pa.Array) -> Any:
+        values = keys.to_pylist() if isinstance(keys, pa.Array) else keys.tolist()
+        return json.dumps(values)
+
+    def in_keys(self, column: str, placeholder: str) -> str:
+        return f"{column} IN (SELECT value FROM json_each({placeholder}))"
+
+    def shard_predicate(self, column: str, key_is_int: bool | None, n: int, shard: int) -> str:
+        mod = f"((({column}) % {n}) + {n}) % {n}"
+        hashed = f"((tfd_hash({column}) % {n}) + {n}) % {n}"
+        return f"(CASE WHEN typeof({column}) = 'integer' THEN {mod} ELSE {hashed} END) = {shard}"
+
+
+def _stable_hash(value: Any) -> int:
+    """The same on every process and run (Python's ``hash`` of a str is salted per process)."""
+    data = value if isinstance(value, bytes) else str(value).encode()
+    return zlib.crc32(data)
+
+
+_Typing = tuple[Sequence[str], str | None] | None  # (numeric columns, key column) for SQLite
+
+
+def _rows_to_arrow(names: list[str], rows: list[tuple[Any, ...]], typing: _Typing) -> pa.Table:
+    """SQLite rows -> Arrow. SQLite types values per row, so one column can mix text and numbers:
+    in a numeric (feature/target) column that is a DataError naming the row's key; elsewhere the
+    column becomes text."""
+    numeric, key = typing or ((), None)
+    if not rows:
+        return pa.table({n: pa.array([], pa.null()) for n in names})
+    cols = list(zip(*rows))
+    arrays = []
+    for name, values in zip(names, cols):
+        try:
+            arrays.append(pa.array(values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            if name in numeric:
+                bad = next(
+                    i
+                    for i, v in enumerate(values)
+                    if v is not None and not isinstance(v, int | float)
+                )
+                row = f"row {bad} of the batch"
+                if key is not None and key in names:
+                    row = f"the row with {key}={rows[bad][names.index(key)]!r}"
+                raise _MixedTypes(
+                    f"feature column {name!r} has non-numeric value {values[bad]!r} at {row}"
+                ) from None
+            arrays.append(pa.array([None if v is None else str(v) for v in values], pa.string()))
+    return pa.table(arrays, names=names)
+
+
+class _MixedTypes(Exception):
+    """Raised inside a backend call; re-raised as a DataError naming the source."""
+
+
+def _backend(db: Database) -> _Backend:
+    return _Postgres(db) if db.backend == "postgresql" else _SQLite(db)
+
+
+# --------------------------------------------------------------------------- pins and readers
+
+
+class _Pin:
+    """The transaction that exported a PostgreSQL snapshot, held open in the process that built
+    the key index (see NOTE [ SQL snapshots and worker connections ])."""
+
+    def __init__(self, backend: _Postgres, conn: Any, snapshot: str) -> None:
+        self.backend, self.conn, self.snapshot, self.pid = backend, conn, snapshot, os.getpid()
+
+    def release(self) -> None:
+        if self.pid != os.getpid():
+            _ABANDONED.append(self.conn)
+            return
+        with contextlib.suppress(Exception):
+            self.backend.execute(self.conn, "ROLLBACK")
+        self.backend.close(self.conn)
+
+
+def _release_pin(token: str) -> None:
+    pin = _PINS.get(token)
+    if pin is not None and pin.pid == os.getpid():
+        del _PINS[token]
+        pin.release()
+
+
+class _Reader:
+    """This process's connection for one dataset, in the dataset's snapshot on PostgreSQL."""
+
+    def __init__(self, backend: _Backend) -> None:
+        self.backend = backend
+        self.conn = backend.connect()
+        self.pid = os.getpid()
+        self.snapshot: str | None = None
+        self.lock = threading.Lock()
+        self.queries = 0  # statements run for batches: tests check one per batch
+
+    def enter(self, snapshot: str | None, where: str) -> None:
+        """Make sure this connection reads inside ``snapshot`` (PostgreSQL)."""
+        if snapshot is None or snapshot == self.snapshot:
+            return
+        be = self.backend
+        assert isinstance(be, _Postgres)
+        if self.snapshot is not None:
+            be.execute(self.conn, "ROLLBACK")
+            self.snapshot = None
+        if not _SNAPSHOT_ID.match(snapshot):
+            raise ConfigError(f"{snapshot!r} is not a PostgreSQL snapshot id")
+        be.execute(self.conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            be.execute(self.conn, f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                be.execute(self.conn, "ROLLBACK")
+            if getattr(exc, "sqlstate", "") == "22023":
+                raise SourceChangedError(_SNAPSHOT_GONE.format(where=where)) from None
+            raise _translate(exc, be.db, None) from None
+        self.snapshot = snapshot
+
+    def reset(self) -> None:
+        """After a failed statement the transaction is aborted: start again on next use."""
+        if self.snapshot is not None and isinstance(self.backend, _Postgres):
+            with contextlib.suppress(Exception):
+                self.backend.execute(self.conn, "ROLLBACK")
+        self.snapshot = None
+
+    def close(self) -> None:
+        if self.pid != os.getpid():
+            _ABANDONED.append(self.conn)
+            return
+        self.backend.close(self.conn)
+
+
+def _close_reader(holder: dict[str, _Reader | None]) -> None:
+    r = holder.get("reader")
+    if r is not None:
+        holder["reader"] = None
+        r.close()
+
+
+# --------------------------------------------------------------------------- locating rows
+
+
+@dataclass(frozen=True)
+class _KeyLocator(RowLocator):
+    """Names the row of a batch by its key even when the key column is not in the batch."""
+
+    key_name: str = ""
+    keys: Any = None
+
+    def describe(self, table: pa.Table, i: int) -> str:
+        k = self.keys[i]
+        k = k.as_py() if isinstance(k, pa.Scalar) else k.item() if hasattr(k, "item") else k
+        return f"the row with {self.key_name}={k!r} of {self.source}"
+
+
+# --------------------------------------------------------------------------- common setup
+
+
+def _check_names(
+    available: Sequence[str], wanted: Sequence[str], where: str, what: str = "column"
+) -> None:
+    seen: set[str] = set()
+    for name in available:
+        if name in seen:
+            raise ConfigError(
+                f"{where} returns two columns named {name!r}; give one of them an alias (AS ...)"
+            )
+        seen.add(name)
+    for name in wanted:
+        if name not in seen:
+            raise NotFoundError(
+                f"{what} {name!r} is not in {where}; available columns: {sorted(seen)}"
+            )
+
+
+def _column_list(columns: Sequence[str] | str | None) -> list[str] | None:
+    if columns is None:
+        return None
+    if isinstance(columns, str):
+        columns = [columns]
+    cols = [str(c) for c in columns]
+    if not cols:
+        raise ConfigError("columns must name at least one column (or be None for all)")
+    return cols
+
+
+class _SQLCommon:
+    """Configuration shared by SQLDataset and SQLStream (all picklable)."""
+
+    db: Database
+    src: SqlSource
+    key: str | None
+    columns: list[str] | None
+
+    def _setup(
+        self,
+        url: Any,
+        table: str | None,
+        query: str | None,
+        key: str | None,
+        columns: Sequence[str] | str | None,
+        params: Mapping[str, Any] | None,
+    ) -> None:
+        self.db, url_opts = parse_url(url)
+        if url_opts:
+            raise ConfigError(
+                f"URL options {sorted(url_opts)} are read by {type(self).__name__}.from_url() "
+                "(or tfd.open()); pass them as arguments here"
+            )
+        self.src = SqlSource.make(self.db.backend, table, query, params)
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ConfigError(f"key must be a column name, got {key!r}")
+        self.key = key
+        self.columns = _column_list(columns)
+        if self.db.backend == "postgresql":
+            require("adbc_driver_postgresql.dbapi", "postgres", "reading PostgreSQL")
+
+    def _backend(self) -> _Backend:
+        return _backend(self.db)
+
+    def _needed(self) -> list[str]:
+        """Columns to select: the requested ones, features, target and the key."""
+        spec = self.spec  # type: ignore[attr-defined]
+        cols = list(self.columns) if self.columns is not None else []
+        for c in [*spec.needed_columns(), *([self.key] if self.key else [])]:
+            if c not in cols:
+                cols.append(c)
+        return cols
+
+    def _select_list(self) -> str:
+        if self.columns is None:
+            return "tfd_src.*"
+        return ", ".join(f"tfd_src.{self.src.quote(c)}" for c in self._needed())
+
+    def _validate(self, names: Sequence[str]) -> None:
+        where = f"{self.src.describe()} of {self.db.safe}"
+        _check_names(names, [self.key] if self.key else [], where, "key column")
+        _check_names(names, self.columns or [], where)
+        self.spec.check_columns(names, where)  # type: ignore[attr-defined]
+
+    def _visible(self, t: pa.Table) -> pa.Table:
+        """Drop the columns fetched only for the key/features when the user asked for others."""
+        if self.columns is None or self.spec.supervised:  # type: ignore[attr-defined]
+            return t
+        return t.select(self.columns)
+
+    def _typing(self) -> _Typing:
+        return (self.spec.needed_columns(), self.key)  # type: ignore[attr-defined]
+
+    def describe(self) -> str:
+        key = f", key={self.key!r}" if self.key else ""
+        return f"{self.src.describe()} of {self.db.safe}{key}"
+
+
+def _mixed(exc: _MixedTypes, where: str) -> DataError:
+    return DataError(f"{exc} of {where}")
+
+
+# --------------------------------------------------------------------------- map-style
+
+
+class SQLDataset(_SQLCommon, MapDataset):
+    """A map-style dataset over a table or any SELECT with a unique ``key`` column.
+
+    ``ds[i]`` is the row with the i-th smallest key, as a dict (or ``(x, y)`` with
+    ``features``/``target``); ``ds.__getitems__(indices)`` is one query. On PostgreSQL every
+    worker reads the snapshot the key index was built in; see docs/sql.md for SQLite.
+    """
+
+    def __init__(
+        self,
+        url: Any,
+        table: str | None = None,
+        query: str | None = None,
+        key: str | None = None,
+        columns: Sequence[str] | str | None = None,
+        params: Mapping[str, Any] | None = None,
+        features: Sequence[str] | str | None = None,
+        target: str | None = None,
+        transform: Callable[[Any], Any] | None = None,
+        target_transform: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self._setup(url, table, query, key, columns, params)
+        if self.key is None:
+            raise ConfigError(
+                "SQLDataset needs key= (a column unique in the result) to give every row a "
+                "stable index; use SQLStream to read without one"
+            )
+        self.spec = make_spec(features, target, transform, target_transform)
+        self._token = uuid.uuid4().hex
+        self._owner_pid = os.getpid()
+        self._conn_holder: dict[str, _Reader | None] = {"reader": None}
+        self._snapshot: str | None = None
+        self._keys: np.ndarray | pa.Array = np.empty(0, np.int64)
+        self._build_index()
+        weakref.finalize(self, _release_pin, self._token)
+        weakref.finalize(self, _close_reader, self._conn_holder)
+
+    @classmethod
+    def from_url(cls, url: Any, **options: Any) -> SQLDataset:
+        """``SQLDataset.from_url("postgresql://.../db?table=orders&key=order_id")``."""
+        _, url_opts = parse_url(url)
+        opts = _url_options(url_opts, options)
+        for k in _STREAM_INT_OPTIONS:
+            opts.pop(k, None)
+        clean = _strip_options(url, url_opts)
+        return cls(clean, **opts)
+
+    # -- key index ------------------------------------------------------------------------
+    def _index_sql(self) -> tuple[str, list[Any]]:
+        frm, params = self.src.from_clause()
+        qk = f"tfd_src.{self.src.quote(self.key or '')}"
+        return f"SELECT {qk} FROM {frm} ORDER BY 1", params
+
+    def _probe_sql(self) -> tuple[str, list[Any]]:
+        frm, params = self.src.from_clause()
+        return f"SELECT tfd_src.* FROM {frm} LIMIT 0", params
+
+    def _build_index(self) -> None:
+        be = self._backend()
+        conn = be.connect()
+        snapshot = None
+        try:
+            if isinstance(be, _Postgres):
+                be.execute(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                snapshot = str(be.scalar(conn, "SELECT pg_export_snapshot()"))
+            self._validate(be.schema(conn, *self._probe_sql()))
+            keys_table = be.table(conn, *self._index_sql())
+        except Exception as exc:
+            be.close(conn)
+            raise _translate(exc, self.db, self.src) from None
+        keys = self._compact_keys(keys_table.column(0))
+        if isinstance(be, _Postgres):
+            old = _PINS.pop(self._token, None)
+            _PINS[self._token] = _Pin(be, conn, snapshot or "")
+            if old is not None:
+                old.release()
+        else:
+            be.close(conn)
+        self._keys, self._snapshot = keys, snapshot
+
+    def _compact_keys(self, col: pa.ChunkedArray) -> np.ndarray | pa.Array:
+        arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        where = f"{self.src.describe()} of {self.db.safe}"
+        if arr.null_count:
+            raise DataError(
+                f"key column {self.key!r} of {where} has NULL values; keys must be unique"
+            )
+        if pa.types.is_null(arr.type):  # an empty SQLite result
+            return np.empty(0, np.int64)
+        if pa.types.is_integer(arr.type):
+            keys = arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+            dup = np.flatnonzero(keys[1:] == keys[:-1])
+            if dup.size:
+                raise self._duplicate(keys[dup[0]].item(), where)
+            return keys
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+            arr = arr.cast(pa.large_string())
+            if len(arr) > 1 and pc.count_distinct(arr).as_py() != len(arr):
+                counts = pc.value_counts(arr)
+                dup_at = pc.index(pc.greater(counts.field("counts"), 1), True).as_py()
+                raise self._duplicate(counts.field("values")[dup_at].as_py(), where)
+            return arr
+        raise ConfigError(
+            f"key column {self.key!r} of {where} is {arr.type}; a key must be an integer or text "
+            "column (cast it in the query, e.g. id::text AS key)"
+        )
+
+    def _duplicate(self, value: Any, where: str) -> DataError:
+        return DataError(
+            f"key column {self.key!r} is not unique in {where}: {value!r} appears more than once "
+            "(a key must identify exactly one row)"
+        )
+
+    def refresh(self) -> None:
+        """Pick up changes for the next epoch: PostgreSQL exports a new snapshot, both databases
+        rebuild the key index (``len`` may change). Call it in the process that built the dataset,
+        between epochs; workers started afterwards (``persistent_workers=False``) read the new
+        view."""
+        if os.getpid() != self._owner_pid:
+            raise ConfigError(
+                "refresh() must be called in the process that built the dataset, not in a worker"
+            )
+        self._build_index()
+
+    def close(self) -> None:
+        """Release this process's connection and, in the process that built the dataset, the
+        pinned snapshot (readers that have not yet imported it then raise SourceChangedError)."""
+        _close_reader(self._conn_holder)
+        _release_pin(self._token)
+
+    # -- pickling -------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_conn_holder"] = {"reader": None}  # connections never cross processes
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        weakref.finalize(self, _close_reader, self._conn_holder)
+
+    # -- reading --------------------------------------------------------------------------
+    def _reader(self) -> _Reader:
+        holder = self._conn_holder
+        r = holder["reader"]
+        if r is not None and r.pid != os.getpid():  # inherited through fork: not ours
+            _ABANDONED.append(r)
+            r = holder["reader"] = None
+        if r is None:
+            try:
+                r = _Reader(self._backend())
+            except Exception as exc:
+                raise _translate(exc, self.db, self.src) from None
+            holder["reader"] = r
+        return r
+
+    def _num_rows(self) -> int:
+        return len(self._keys)
+
+    def keys(self) -> np.ndarray | pa.Array:
+        """The key of every row, in index order (numpy for integer keys, Arrow for text)."""
+        return self._keys
+
+    def _keys_at(self, indices: np.ndarray) -> np.ndarray | pa.Array:
+        if isinstance(self._keys, pa.Array):
+            return self._keys.take(pa.array(indices))
+        return self._keys[indices]
+
+    def _fetch_sql(self) -> tuple[str, list[Any]]:
+        frm, params = self.src.from_clause()
+        be = self._backend()
+        qk = f"tfd_src.{self.src.quote(self.key or '')}"
+        where = be.in_keys(qk, self.src.placeholder(len(params)))
+        return f"SELECT {self._select_list()} FROM {frm} WHERE {where}", params
+
+    def _fetch(self, indices: np.ndarray) -> pa.Table:
+        wanted = self._keys_at(indices)
+        if len(wanted) == 0:
+            return self._visible(self._empty())
+        sql, params = self._fetch_sql()
+        keys = self._backend_keys_param(wanted)
+        table = self._run_locked(sql, [*params, keys], self._typing())
+        return self._visible(self._reorder(table, wanted))
+
+    def _empty(self) -> pa.Table:
+        return pa.table({c: pa.array([], pa.null()) for c in self._needed()})
+
+    def _backend_keys_param(self, wanted: np.ndarray | pa.Array) -> Any:
+        return self._backend().keys_param(wanted)
+
+    def _reorder(
+        self, table: pa.Table, wanted: np.ndarray | pa.Array, key_col: str | None = None
+    ) -> pa.Table:
+        """Rows in the order asked (the database returns them in its own order)."""
+        want = wanted if isinstance(wanted, pa.Array) else pa.array(wanted)
+        got = table.column(key_col or self.key)
+        if got.type != want.type:
+            got = got.cast(want.type)
+        pos = pc.index_in(want, value_set=got)
+        if pos.null_count:
+            missing = want[pc.index(pc.is_null(pos), True).as_py()].as_py()
+            raise DataError(
+                f"the row with {self.key}={missing!r} is no longer in {self.describe()}: it was "
+                "deleted after the dataset's key index was built (SQLite has no snapshot to pin; "
+                "call refresh() between epochs to pick up deletions)"
+            )
+        return table.take(pos)
+
+    def _locator(self, indices: np.ndarray) -> RowLocator:
+        return _KeyLocator(
+            self.describe(), key_name=self.key or "", keys=self._keys_at(np.asarray(indices))
+        )
+
+    def column(self, name: str) -> np.ndarray:
+        """One column for every row, in index order (one ordered query)."""
+        _check_names(self._all_names(), [name], self.describe())
+        frm, params = self.src.from_clause()
+        qk = f"tfd_src.{self.src.quote(self.key or '')}"
+        sql = f"SELECT {qk} AS tfd_key, tfd_src.{self.src.quote(name)} AS tfd_value FROM {frm}"
+        t = self._run_locked(sql, params, None)
+        return (
+            self._reorder(t, self._keys, "tfd_key")
+            .column("tfd_value")
+            .to_numpy(zero_copy_only=False)
+        )
+
+    def _run_locked(self, sql: str, params: list[Any], typing: _Typing) -> pa.Table:
+        r = self._reader()
+        with r.lock:
+            try:
+                r.enter(self._snapshot, self.describe())
+                r.queries += 1
+                return r.backend.table(r.conn, sql, params, typing)
+            except _MixedTypes as exc:
+                raise _mixed(exc, self.describe()) from None
+            except TensorfeedError:
+                raise
+            except Exception as exc:
+                r.reset()
+                raise _translate(exc, self.db, self.src) from None
+
+    def _all_names(self) -> list[str]:
+        return self._run_locked(*self._probe_sql(), None).column_names
+
+    def fingerprint(self) -> str:
+        params = _digest([repr(v) for v in self.src.params])
+        return _digest(["SQLDataset", self.describe(), self.columns, params, len(self)])
+
+
+def _strip_options(url: Any, options: Mapping[str, str]) -> str:
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return str(u.difference_update_query(list(options)).render_as_string(hide_password=False))
+
+
+# --------------------------------------------------------------------------- stream
+
+
+class SQLStream(_SQLCommon, StreamDataset):
+    """An iterable dataset streaming a table or SELECT in Arrow batches with bounded memory.
+
+    Rows are split across DataLoader workers and DDP ranks by ``key`` (``key mod n`` for integer
+    keys, a stable hash otherwise), so each row is delivered exactly once per epoch; within a
+    shard rows come in ``key`` order. Without ``key`` the stream cannot be split: it runs as
+    one shard (``num_workers=0``, one rank) and raises otherwise. Nothing connects until the
+    stream is iterated.
+    """
+
+    def __init__(
+        self,
+        url: Any,
+        table: str | None = None,
+        query: str | None = None,
+        key: str | None = None,
+        columns: Sequence[str] | str | None = None,
+        params: Mapping[str, Any] | None = None,
+        features: Sequence[str] | str | None = None,
+        target: str | None = None,
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+        chunk_rows: int = 65536,
+    ) -> None:
+        self._setup(url, table, query, key, columns, params)
+        self.spec = make_spec(features, target, None, None)
+        if not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
+            raise ConfigError(f"shuffle_buffer must be a non-negative int, got {shuffle_buffer!r}")
+        if not isinstance(chunk_rows, int) or chunk_rows < 1:
+            raise ConfigError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
+        self.shuffle_buffer, self.seed, self.chunk_rows = shuffle_buffer, int(seed), chunk_rows
+
+    @classmethod
+    def from_url(cls, url: Any, **options: Any) -> SQLStream:
+        """``SQLStream.from_url("sqlite:///shop.db?table=orders&key=order_id&shuffle_buffer=8192")``."""
+        _, url_opts = parse_url(url)
+        opts = _url_options(url_opts, options)
+        return cls(_strip_options(url, url_opts), **opts)
+
+    def _key_is_int(self, be: _Backend, conn: Any, frm: str, params: list[Any]) -> bool | None:
+        if not isinstance(be, _Postgres):
+            return None  # decided per row in SQL (typeof)
+        qk = f"tfd_src.{self.src.quote(self.key or '')}"
+        t = be.table(conn, f"SELECT {qk} FROM {frm} LIMIT 0", params)
+        return bool(pa.types.is_integer(t.schema.field(0).type))
+
+    def _iter_tables(self, world: World, epoch: int, position: int) -> Iterator[pa.Table]:
+        if world.num_shards > 1 and self.key is None:
+            raise ConfigError(
+                f"SQLStream over {self.src.describe()} has no key= and cannot be split across "
+                f"{world.num_shards} workers/ranks without duplicating rows; give key= (a unique "
+                "column) or read it with num_workers=0 on one rank"
+            )
+        be = self._backend()
+        pid = os.getpid()
+        try:
+            conn = be.connect()
+        except Exception as exc:
+            raise _translate(exc, self.db, self.src) from None
+        try:
+            yield from self._shard_tables(be, conn, world, position)
+        finally:
+            if os.getpid() == pid:
+                be.close(conn)
+            else:
+                _ABANDONED.append(conn)
+
+    def _shard_tables(
+        self, be: _Backend, conn: Any, world: World, position: int
+    ) -> Iterator[pa.Table]:
+        frm, params = self.src.from_clause()
+        where = f"{self.src.describe()} of {self.db.safe}"
+        try:
+            names = be.schema(conn, f"SELECT tfd_src.* FROM {frm} LIMIT 0", params)
+            self._validate(names)
+            sql = f"SELECT {self._select_list()} FROM {frm}"
+            if self.key is not None:
+                qk = f"tfd_src.{self.src.quote(self.key)}"
+                if world.num_shards > 1:
+                    is_int = self._key_is_int(be, conn, frm, params)
+                    sql += " WHERE " + be.shard_predicate(qk, is_int, world.num_shards, world.shard)
+                sql += f" ORDER BY {qk}"
+            if position:
+                sql += f"{' LIMIT -1' if isinstance(be, _SQLite) else ''} OFFSET {int(position)}"
+            for t in be.stream(conn, sql, params, self.chunk_rows, self._typing()):
+                yield self._visible(t)
+        except _MixedTypes as exc:
+            raise _mixed(exc, where) from None
+        except (TensorfeedError, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise _translate(exc, self.db, self.src) from None
+
+    def _locator(self, table: pa.Table) -> RowLocator:
+        if self.key is not None and self.key in table.column_names:
+            return RowLocator(self.describe(), key=self.key)
+        return RowLocator(self.describe())
