@@ -40,6 +40,8 @@ _META_ROWS = b"tensorfeed.rows"
 _META_FORMAT = b"tensorfeed.cache_format"
 _META_SOURCE = b"tensorfeed.source"
 _TARGET_CHUNK_BYTES = 64 << 20
+# Schema metadata of a fetched table whose buffers nothing else references (see _Gather).
+OWNED = {b"tensorfeed.owned": b"1"}
 
 
 def cache_dataset(
@@ -80,6 +82,7 @@ class CachedDataset(MapDataset):
         self.source = source
         self.where = where
         self._table = table
+        self._gather: _Gather | None = None
         self._rows = len(source)
         if table is not None and table.num_rows != self._rows:  # pragma: no cover
             raise DataError(f"cache holds {table.num_rows} rows, the source {self._rows}")
@@ -108,7 +111,9 @@ class CachedDataset(MapDataset):
         return self._rows
 
     def _fetch(self, indices: np.ndarray) -> pa.Table:
-        return self.table.take(pa.array(indices, type=pa.int64()))
+        if self._gather is None:
+            self._gather = _Gather(self.table)
+        return self._gather.take(indices)
 
     def _batch(self, table: pa.Table, indices: np.ndarray) -> Any:
         return self.source._batch(table, indices)
@@ -140,12 +145,13 @@ class CachedDataset(MapDataset):
         return self.source.fingerprint()
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("source", "_table", "where", "_rows"):
+        if name.startswith("__") or name in ("source", "_table", "_gather", "where", "_rows"):
             raise AttributeError(name)
         return getattr(self.source, name)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        state["_gather"] = None
         if self.where != "memory":
             state["_table"] = None  # memory-mapped again in the process that unpickles it
         return state
@@ -155,6 +161,89 @@ class CachedDataset(MapDataset):
 
     def __repr__(self) -> str:
         return f"CachedDataset({self.describe()}, rows={self._rows})"
+
+
+# --------------------------------------------------------------------------- gathering rows
+
+
+class _Gather:
+    """``table.take(indices)`` for a cached table, without its costs on big tables.
+
+    Arrow's take on a column of several chunks first concatenates the whole column (for a
+    memory-mapped cache file, one copy of everything per batch), so rows are gathered chunk by
+    chunk here. Binary columns whose values all have the same width (images of one shape) are
+    gathered with one numpy fancy-index copy straight into the batch's buffer.
+    """
+
+    def __init__(self, table: pa.Table) -> None:
+        self.schema = table.schema
+        self.batches = table.to_batches() or [pa.RecordBatch.from_pylist([], table.schema)]
+        sizes = [b.num_rows for b in self.batches]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.widths = [
+            [_uniform_width(b.column(j)) for b in self.batches] for j in range(table.num_columns)
+        ]
+
+    def take(self, indices: np.ndarray) -> pa.Table:
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(self.batches) == 1:
+            groups = [(0, idx, None)]
+        else:
+            which = np.searchsorted(self.starts, idx, side="right") - 1
+            order = np.argsort(which, kind="stable")
+            cuts = np.flatnonzero(np.diff(which[order])) + 1
+            groups = [
+                (int(which[g[0]]), idx[g] - self.starts[which[g[0]]], g)
+                for g in np.split(order, cuts)
+                if len(g)
+            ]
+        cols = [self._column(j, groups, len(idx)) for j in range(len(self.schema))]
+        # the gathered buffers belong to this batch alone: consumers may use them in place
+        return pa.Table.from_arrays(cols, schema=self.schema).replace_schema_metadata(OWNED)
+
+    def _column(self, j: int, groups: list[Any], n: int) -> pa.Array:
+        widths = {self.widths[j][b] for b, _, _ in groups}
+        if len(widths) == 1 and None not in widths:
+            width = int(widths.pop())
+            if len(groups) == 1 and groups[0][2] is None:
+                b, local, _ = groups[0]
+                out = _values(self.batches[b].column(j), width)[local]
+            else:
+                out = np.empty((n, width), dtype=np.uint8)
+                for b, local, pos in groups:
+                    out[pos] = _values(self.batches[b].column(j), width)[local]
+            offsets = np.arange(n + 1, dtype=np.int64) * width
+            return pa.LargeBinaryArray.from_buffers(
+                pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(out)]
+            )
+        if len(groups) == 1 and groups[0][2] is None:
+            b, local, _ = groups[0]
+            return self.batches[b].column(j).take(pa.array(local))
+        pieces = [self.batches[b].column(j).take(pa.array(local)) for b, local, _ in groups]
+        order = np.concatenate([pos for _, _, pos in groups])
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[order] = np.arange(n)
+        return pa.concat_arrays(pieces).take(pa.array(inverse))
+
+
+def _uniform_width(arr: pa.Array) -> int | None:
+    """The common byte width of a null-free large_binary array's values, else None."""
+    if not pa.types.is_large_binary(arr.type) or arr.null_count or len(arr) == 0:
+        return None
+    offsets = np.frombuffer(
+        arr.buffers()[1], dtype=np.int64, count=len(arr) + 1, offset=arr.offset * 8
+    )
+    widths = np.diff(offsets)
+    w = int(widths[0])
+    return w if w > 0 and bool((widths == w).all()) else None
+
+
+def _values(arr: pa.Array, width: int) -> np.ndarray:
+    """``[len, width]`` uint8 view of a uniform-width large_binary array."""
+    bufs = arr.buffers()
+    first = int(np.frombuffer(bufs[1], dtype=np.int64, count=1, offset=arr.offset * 8)[0])
+    data = np.frombuffer(bufs[2], dtype=np.uint8)
+    return data[first : first + len(arr) * width].reshape(len(arr), width)
 
 
 # --------------------------------------------------------------------------- reading the source
@@ -199,7 +288,15 @@ def _empty(dataset: MapDataset) -> pa.Table:
 def _read_all(dataset: MapDataset, chunk_rows: int | None, progress: bool | None) -> pa.Table:
     parts = list(_chunks(dataset, chunk_rows, progress)) or [_empty(dataset)]
     table = pa.concat_tables(parts, promote_options="default") if len(parts) > 1 else parts[0]
-    return table.combine_chunks()
+    return _without_owned(table.combine_chunks())
+
+
+def _without_owned(table: pa.Table) -> pa.Table:
+    """A stored table is shared by every batch: drop a fetch's "owned" mark from its schema."""
+    meta = dict(table.schema.metadata or {})
+    if meta.pop(b"tensorfeed.owned", None) is None:
+        return table
+    return table.replace_schema_metadata(meta or None)
 
 
 # --------------------------------------------------------------------------- the cache file
@@ -259,14 +356,24 @@ def _write_cache(
     try:
         writer = None
         schema = None
+        pending: list[pa.Table] = []
         with pa.OSFile(tmp, "wb") as sink:
             for chunk in _chunks(dataset, chunk_rows, progress):
                 if writer is None:
-                    schema = chunk.schema.with_metadata(meta)
+                    first = _without_owned(chunk).schema
+                    schema = first.with_metadata({**(first.metadata or {}), **meta})
                     writer = pa.ipc.new_file(sink, schema)
-                writer.write_table(_conform(chunk, schema, dataset))
+                pending.append(_conform(chunk, schema, dataset))
+                if sum(t.nbytes for t in pending) >= _TARGET_CHUNK_BYTES:
+                    _write_batch(writer, pending)
+                    pending = []
             if writer is None:
-                writer = pa.ipc.new_file(sink, _empty(dataset).schema.with_metadata(meta))
+                empty = _without_owned(_empty(dataset))
+                writer = pa.ipc.new_file(
+                    sink, empty.schema.with_metadata({**(empty.schema.metadata or {}), **meta})
+                )
+            if pending:
+                _write_batch(writer, pending)
             writer.close()
         _fsync(tmp)
         os.replace(tmp, path)  # atomic: readers see the old cache or the complete new one
@@ -274,6 +381,12 @@ def _write_cache(
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def _write_batch(writer: Any, tables: list[pa.Table]) -> None:
+    """Few, large record batches: a gather then touches few chunks (see _Gather)."""
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    writer.write_table(table.combine_chunks(), max_chunksize=None)
 
 
 def _conform(chunk: pa.Table, schema: Any, dataset: MapDataset) -> pa.Table:

@@ -75,6 +75,7 @@ _PIL_RAW_MODES = frozenset(
 
 ON_ERROR = ("raise", "skip")
 _DEFAULT_OPTS = ConvertOptions()
+OWNED = {b"tensorfeed.owned": b"1"}  # see _owned()
 
 
 class FolderNotFoundError(NotFoundError, FileNotFoundError):
@@ -251,8 +252,9 @@ class RowBuilder:
         return pa.table(cols)
 
 
-def uniform_rows(pixels: np.ndarray, targets: pa.Array | None) -> pa.Table:
-    """Rows for a ``[B, *shape]`` block of same-shape tensors (MNIST): no per-row Python work."""
+def uniform_rows(pixels: np.ndarray, targets: pa.Array | None, owned: bool = False) -> pa.Table:
+    """Rows for a ``[B, *shape]`` block of same-shape tensors (MNIST): no per-row Python work.
+    ``owned``: ``pixels`` is a fresh array nothing else uses (the batch may keep it as is)."""
     pixels = np.ascontiguousarray(pixels)
     n = pixels.shape[0]
     shape = list(pixels.shape[1:])
@@ -272,7 +274,7 @@ def uniform_rows(pixels: np.ndarray, targets: pa.Array | None) -> pa.Table:
     }
     if targets is not None:
         cols["target"] = targets
-    return pa.table(cols)
+    return pa.table(cols, metadata=OWNED if owned else None)
 
 
 def _is_pil(obj: Any) -> bool:
@@ -282,7 +284,11 @@ def _is_pil(obj: Any) -> bool:
 
 def _binary_parts(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(offsets int64 [n+1], data uint8) views of a large_binary column."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if isinstance(col, pa.ChunkedArray):
+        # combine_chunks copies even a single chunk; only concatenate when there are several
+        arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    else:
+        arr = col
     n = len(arr)
     bufs = arr.buffers()
     offsets = np.frombuffer(bufs[1], dtype=np.int64, count=n + 1, offset=arr.offset * 8)
@@ -394,7 +400,15 @@ class ImageBatch(ColumnBatch):
         offsets, data = _binary_parts(t.column("image"))
         block = data[offsets[0] : offsets[n]]
         arr = block.view(np.dtype(formats[0].as_py())).reshape((n, *flat[0].tolist()))
-        return torch.from_numpy(arr.copy())
+        if not (arr.flags.writeable and _owned(t)):
+            arr = arr.copy()  # the buffer may be shared (a cache, a memory map): copy it out
+        return torch.from_numpy(arr)
+
+
+def _owned(table: pa.Table) -> bool:
+    """Whether the fetch that built ``table`` marked its buffers as belonging to it alone."""
+    meta = table.schema.metadata
+    return bool(meta) and meta.get(b"tensorfeed.owned") == b"1"
 
 
 def _empty_batch(with_target: bool) -> Any:

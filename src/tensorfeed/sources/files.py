@@ -640,8 +640,8 @@ class MNIST(MapDataset):
 
     def _fetch(self, indices: np.ndarray) -> pa.Table:
         images, labels = self._get()
-        block = images[indices][:, None]  # [B, 1, H, W]
-        return uniform_rows(block, pa.array(labels[indices]))
+        block = images[indices][:, None]  # [B, 1, H, W], a fresh copy (fancy indexing)
+        return uniform_rows(block, pa.array(labels[indices]), owned=True)
 
     def _batch(self, table: pa.Table, indices: np.ndarray) -> ImageBatch:
         return ImageBatch(table, self.spec, self._locator(indices), True)
