@@ -20,7 +20,9 @@ def test_dtype_rules_from_arrow():
             "u32": pa.array([1, 2], pa.uint32()),
             "f64": pa.array([1.5, 2.5], pa.float64()),
             "b": pa.array([True, False]),
-            "ts": pa.array([dt.datetime(1970, 1, 1, 0, 0, 1), dt.datetime(2024, 1, 1)], pa.timestamp("us")),
+            "ts": pa.array(
+                [dt.datetime(1970, 1, 1, 0, 0, 1), dt.datetime(2024, 1, 1)], pa.timestamp("us")
+            ),
             "d": pa.array([dt.date(1970, 1, 2), dt.date(1970, 1, 3)]),
             "s": pa.array(["a", "b"]),
             "bin": pa.array([b"x", b"y"]),
@@ -82,11 +84,15 @@ def test_columnbatch_is_a_sequence_of_samples_for_default_collate():
 
 
 def test_collate_of_plain_samples_pads_and_types():
-    samples = [{"x": np.array([1.0, 2.0]), "n": 1, "s": "a", "ok": True},
-               {"x": np.array([3.0]), "n": 2, "s": "b", "ok": False}]
+    samples = [
+        {"x": np.array([1.0, 2.0]), "n": 1, "s": "a", "ok": True},
+        {"x": np.array([3.0]), "n": 2, "s": "b", "ok": False},
+    ]
     out = tfd.collate(samples)
     assert out["x"].tolist() == [[1.0, 2.0], [3.0, 0.0]] and out["x_lengths"].tolist() == [2, 1]
-    assert out["n"].dtype == torch.int64 and out["ok"].dtype == torch.bool and out["s"] == ["a", "b"]
+    assert (
+        out["n"].dtype == torch.int64 and out["ok"].dtype == torch.bool and out["s"] == ["a", "b"]
+    )
     with pytest.raises(tfd.DataError, match="'n' is None"):
         tfd.collate([{"n": 1}, {"n": None}])
 

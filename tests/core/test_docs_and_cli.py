@@ -50,7 +50,10 @@ def test_unsupported_scheme_is_one_clean_line(capsys):
 
 def test_console_script_is_installed():
     out = subprocess.run(
-        [sys.executable, "-m", "tensorfeed.cli", "--help"], capture_output=True, text=True,
-        env={**os.environ}, check=False,
+        [sys.executable, "-m", "tensorfeed.cli", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        check=False,
     )
     assert out.returncode == 0 and "demo" in out.stdout

@@ -35,8 +35,9 @@ def test_map_dataset_behaves_like_a_list():
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_every_row_once_per_epoch(workers):
-    loader = tfd.DataLoader(tfd.MemoryDataset(_data()), batch_size=10, shuffle=True,
-                            num_workers=workers)
+    loader = tfd.DataLoader(
+        tfd.MemoryDataset(_data()), batch_size=10, shuffle=True, num_workers=workers
+    )
     for _ in range(2):
         seen = sum(ids_of(loader), [])
         assert sorted(seen) == list(range(N))
@@ -44,8 +45,10 @@ def test_every_row_once_per_epoch(workers):
 
 def test_same_batches_whatever_num_workers_and_new_order_each_epoch():
     ds = tfd.MemoryDataset(_data())
-    runs = {w: ids_of(tfd.DataLoader(ds, batch_size=8, shuffle=True, seed=7, num_workers=w))
-            for w in (0, 1, 2)}
+    runs = {
+        w: ids_of(tfd.DataLoader(ds, batch_size=8, shuffle=True, seed=7, num_workers=w))
+        for w in (0, 1, 2)
+    }
     assert runs[0] == runs[1] == runs[2]
     loader = tfd.DataLoader(ds, batch_size=8, shuffle=True, seed=7)
     e0, e1 = ids_of(loader), ids_of(loader)
@@ -126,12 +129,18 @@ def test_missing_feature_column_is_named():
 
 
 def test_transforms_per_sample_and_per_batch():
-    ds = tfd.MemoryDataset(_data(), features=["x"], target="y",
-                           transform=lambda x: x * 0, target_transform=lambda y: y + 100)
+    ds = tfd.MemoryDataset(
+        _data(),
+        features=["x"],
+        target="y",
+        transform=lambda x: x * 0,
+        target_transform=lambda y: y + 100,
+    )
     x, y = next(iter(tfd.DataLoader(ds, batch_size=4)))
     assert x.abs().sum() == 0 and y.tolist() == [100, 101, 102, 100]
-    loader = tfd.DataLoader(tfd.MemoryDataset(_data()), batch_size=4,
-                            batch_transform=lambda b: {"double": b["id"] * 2})
+    loader = tfd.DataLoader(
+        tfd.MemoryDataset(_data()), batch_size=4, batch_transform=lambda b: {"double": b["id"] * 2}
+    )
     assert next(iter(loader))["double"].tolist() == [0, 2, 4, 6]
 
 
@@ -153,8 +162,13 @@ def test_device_without_gpu_is_a_clear_error():
 
 
 def test_pin_memory_and_cpu_device_prefetch_work_without_gpu():
-    loader = tfd.DataLoader(tfd.MemoryDataset(_data()), batch_size=10, pin_memory=True,
-                            device="cpu", prefetch_to_device=2)
+    loader = tfd.DataLoader(
+        tfd.MemoryDataset(_data()),
+        batch_size=10,
+        pin_memory=True,
+        device="cpu",
+        prefetch_to_device=2,
+    )
     assert sorted(sum(ids_of(loader), [])) == list(range(N))
 
 
@@ -165,8 +179,9 @@ def test_datasets_pickle_from_configuration():
 
 
 def test_spawned_workers():
-    loader = tfd.DataLoader(tfd.MemoryDataset(_data()), batch_size=25, num_workers=2,
-                            multiprocessing_context="spawn")
+    loader = tfd.DataLoader(
+        tfd.MemoryDataset(_data()), batch_size=25, num_workers=2, multiprocessing_context="spawn"
+    )
     assert sorted(sum(ids_of(loader), [])) == list(range(N))
 
 
@@ -176,6 +191,13 @@ def test_public_api_is_exactly_all():
         assert getattr(tfd, name) is not None, name
     with pytest.raises(AttributeError):
         tfd.not_a_name  # noqa: B018
-    for cls in (tfd.ConfigError, tfd.NotFoundError, tfd.DataError, tfd.StateError,
-                tfd.MissingDependencyError, tfd.SourceChangedError, tfd.NoDeviceError):
+    for cls in (
+        tfd.ConfigError,
+        tfd.NotFoundError,
+        tfd.DataError,
+        tfd.StateError,
+        tfd.MissingDependencyError,
+        tfd.SourceChangedError,
+        tfd.NoDeviceError,
+    ):
         assert issubclass(cls, tfd.TensorfeedError)
