@@ -142,7 +142,7 @@ def open_image(
     except UnreadableFile:
         raise
     except FileNotFoundError as exc:
-        raise UnreadableFile("the file no longer exists") from exc
+        raise UnreadableFile("no longer exists (deleted after the dataset was built?)") from exc
     except MemoryError:
         raise
     except Image.DecompressionBombError as exc:

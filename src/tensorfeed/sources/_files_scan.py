@@ -173,6 +173,16 @@ def check_relative_paths(paths: list[Any], source: str) -> list[str]:
     return out
 
 
+def check_extensions(paths: list[str], extensions: tuple[str, ...], source: str) -> None:
+    """Refuse a path whose extension is not an image extension the decoder reads."""
+    for i, p in enumerate(paths):
+        if not has_file_allowed_extension(p, extensions):
+            raise DataError(
+                f"row {i} of {source}: {p!r} has an unknown extension; supported extensions are "
+                f"{', '.join(extensions)} (pass extensions=... or a loader for other files)"
+            )
+
+
 def inside_root(full: str, real_root: str) -> bool:
     """Whether ``full`` resolves (symlinks followed) to a place inside ``real_root``."""
     real = os.path.realpath(full)

@@ -47,6 +47,7 @@ from ._files_images import (
 )
 from ._files_scan import (
     IMG_EXTENSIONS,
+    check_extensions,
     check_relative_paths,
     crop_boxes,
     find_classes,
@@ -446,7 +447,8 @@ class AnnotationsDataset(_ImageFiles):
     ``label_column`` gives the target (strings become class indices over the sorted
     ``classes``; numbers are used as they are); samples are then ``(image, target)``, else just
     the image. ``crop_columns`` names (left, top, right, bottom) pixel columns: the box is cut
-    out on load. Other options as in :class:`DatasetFolder`.
+    out on load. With the built-in decoder (``loader=None``) every path must end with one of
+    ``extensions`` (``None``: no check). Other options as in :class:`DatasetFolder`.
     """
 
     def __init__(
@@ -461,6 +463,7 @@ class AnnotationsDataset(_ImageFiles):
         *,
         loader: Callable[[str], Any] | None = None,
         classes: Sequence[str] | None = None,
+        extensions: tuple[str, ...] | None = IMG_EXTENSIONS,
         mode: str | None = "RGB",
         max_image_pixels: int | None = PILLOW_MAX_IMAGE_PIXELS,
         on_error: str = "raise",
@@ -479,6 +482,8 @@ class AnnotationsDataset(_ImageFiles):
         ]
         table, self.source_name = read_annotations(csv_or_parquet, wanted, path_column)
         paths = check_relative_paths(table.column(path_column).to_pylist(), self.source_name)
+        if extensions is not None and loader is None:
+            check_extensions(paths, tuple(extensions), self.source_name)
         self.classes: list[Any] | None = None
         self.class_to_idx: dict[Any, int] | None = None
         targets = None
