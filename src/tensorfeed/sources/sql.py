@@ -163,7 +163,7 @@ class SqlSource:
     backend: str
     table: str | None
     query: str | None
-    params: tuple[tuple[str, Any], ...] = ()
+    params: tuple[tuple[str, Any], ...] | None = None  # None: the query is sent verbatim
 
     @classmethod
     def make(
@@ -184,7 +184,7 @@ class SqlSource:
             )
         if params and query is None:
             raise ConfigError("params= only applies to query= (a table has no parameters)")
-        return cls(backend, table, query, tuple(sorted((params or {}).items())))
+        return cls(backend, table, query, None if params is None else tuple(sorted(params.items())))
 
     # -- quoting and parameters -------------------------------------------------------------
     def _dialect(self) -> Any:
@@ -204,7 +204,7 @@ class SqlSource:
         """``<table> AS tfd_src`` or ``(<query>) AS tfd_src``, and the query's positional values."""
         if self.table is not None:
             return f"{self.quote(self.table)} AS tfd_src", []
-        if not self.params:
+        if self.params is None:
             return f"({self.query}) AS tfd_src", []
         from sqlalchemy import text
         from sqlalchemy.exc import ArgumentError, CompileError
@@ -894,7 +894,7 @@ class SQLDataset(_SQLCommon, MapDataset):
     def _num_rows(self) -> int:
         return len(self._keys)
 
-    def keys(self) -> np.ndarray | pa.Array:
+    def key_index(self) -> np.ndarray | pa.Array:
         """The key of every row, in index order (numpy for integer keys, Arrow for text)."""
         return self._keys
 
@@ -980,7 +980,7 @@ class SQLDataset(_SQLCommon, MapDataset):
         return self._run_locked(*self._probe_sql(), None).column_names
 
     def fingerprint(self) -> str:
-        params = _digest([repr(v) for v in self.src.params])
+        params = _digest([repr(v) for v in self.src.params or ()])
         return _digest(["SQLDataset", self.describe(), self.columns, params, len(self)])
 
 

@@ -1,0 +1,263 @@
+"""SQLDataset on SQLite and PostgreSQL: indexing, batches, workers, pickling, consistency."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import tensorfeed as tfd
+
+N_ROWS = 2000  # rows of the `items` fixture (conftest.py)
+
+
+def _ids(loader) -> list[int]:
+    out: list[int] = []
+    for b in loader:
+        out += (b["id"] if isinstance(b, dict) else b[1]).tolist()
+    return out
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_key_once_per_epoch_tfd_loader(items, workers):
+    db, table = items
+    ds = tfd.SQLDataset(db.url, table=table, key="id")
+    loader = tfd.DataLoader(ds, batch_size=128, shuffle=True, num_workers=workers, seed=3)
+    for _ in range(2):  # two epochs, two different orders, each complete
+        seen = _ids(loader)
+        assert sorted(seen) == list(range(N_ROWS))
+    assert ds._conn_holder["reader"] is None or workers == 0  # the parent never read
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_key_once_plain_torch_loader(items, workers):
+    db, table = items
+    ds = tfd.SQLDataset(db.url, table=table, key="id")
+    fast = torch.utils.data.DataLoader(
+        ds, batch_size=100, shuffle=True, num_workers=workers, collate_fn=tfd.collate
+    )
+    assert sorted(_ids(fast)) == list(range(N_ROWS))
+    plain = torch.utils.data.DataLoader(ds, batch_size=100, shuffle=True, num_workers=workers)
+    batches = list(plain)  # torch's own default_collate over our samples
+    assert sorted(i for b in batches for i in b["id"].tolist()) == list(range(N_ROWS))
+    assert batches[0]["s"][0].startswith("s")
+
+
+def test_indexing_is_stable_and_list_like(items):
+    db, table = items
+    ds = tfd.SQLDataset(db.url, table=table, key="id")
+    assert len(ds) == N_ROWS
+    assert ds[0] == {"id": 0, "v": 0.0, "label": 0, "s": "s0"}
+    assert ds[7] == ds[7] == ds[-(N_ROWS - 7)]
+    assert ds[-1]["id"] == N_ROWS - 1
+    for bad in (N_ROWS, -N_ROWS - 1):
+        with pytest.raises(IndexError):
+            ds[bad]
+    with pytest.raises(IndexError):
+        ds.__getitems__([0, N_ROWS])
+    # a batch comes back in the order asked, duplicates included
+    want = [1500, 3, 999, 3, -1]
+    assert [r["id"] for r in ds.__getitems__(want)] == [1500, 3, 999, 3, N_ROWS - 1]
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy[1234] == ds[1234]
+    assert isinstance(ds.key_index(), np.ndarray) and ds.key_index().dtype == np.int64
+
+
+def test_supervised_samples_and_batches(items):
+    db, table = items
+    ds = tfd.SQLDataset(db.url, table=table, key="id", features=["v", "label"], target="label")
+    x, y = ds[10]
+    assert x.dtype == torch.float32 and x.tolist() == [5.0, 0.0] and y == 0
+    X, Y = next(iter(tfd.DataLoader(ds, batch_size=32)))
+    assert X.shape == (32, 2) and Y.dtype == torch.int64 and Y[:4].tolist() == [0, 1, 0, 1]
+
+
+def test_columns_restrict_what_is_read(items):
+    db, table = items
+    ds = tfd.SQLDataset(db.url, table=table, key="id", columns=["s", "v"])
+    assert ds[4] == {"s": "s4", "v": 2.0}
+
+
+def test_query_with_join_and_params(items):
+    db, table = items
+    q = (
+        f'SELECT a.id, a.v, b.s AS other FROM "{table}" a JOIN "{table}" b ON b.id = a.id + 1 '
+        "WHERE a.label = :lab"
+    )
+    ds = tfd.SQLDataset(db.url, query=q, key="id", params={"lab": 1})
+    assert len(ds) == N_ROWS // 2 - 1  # odd ids whose successor exists
+    assert ds[0] == {"id": 1, "v": 0.5, "other": "s2"}
+    assert [r["id"] for r in ds.__getitems__([2, 0])] == [5, 1]
+
+
+def test_one_query_per_batch(items):
+    db, table = items
+    ds = tfd.SQLDataset(db.url, table=table, key="id")
+    ds[0]
+    reader = ds._conn_holder["reader"]
+    statements: list[str] = []
+    if db.kind == "sqlite":  # the engine's own record of what ran
+        reader.conn.set_trace_callback(statements.append)
+    before = reader.queries
+    batch = ds.__getitems__(list(range(0, N_ROWS, 3)))
+    assert len(batch) == len(range(0, N_ROWS, 3))
+    assert reader.queries == before + 1
+    loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, collate_fn=tfd.collate)
+    n_batches = sum(1 for _ in loader)
+    assert reader.queries == before + 1 + n_batches
+    if db.kind == "sqlite":
+        assert (
+            len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1 + n_batches
+        )
+
+
+def test_no_connection_before_needed(items):
+    db, table = items
+    ds = tfd.SQLDataset(db.url, table=table, key="id")
+    assert ds._conn_holder["reader"] is None  # the key index connection is not kept for reads
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy._conn_holder["reader"] is None
+    copy[5]
+    assert copy._conn_holder["reader"] is not None and ds._conn_holder["reader"] is None
+    if db.kind == "postgres":
+        # the only connection the constructor keeps is the one holding the snapshot
+        app = f"tfd_conn_{table}"
+        url = db.url + ("&" if "?" in db.url else "?") + f"application_name={app}"
+        count = f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'"
+        ds2 = tfd.SQLDataset(url, table=table, key="id")
+        assert db.execute(count)[0][0] == 1
+        blob = pickle.dumps(ds2)
+        copy2 = pickle.loads(blob)
+        assert db.execute(count)[0][0] == 1
+        copy2[0]
+        assert db.execute(count)[0][0] == 2
+        copy2.close()
+        ds2.close()
+        assert db.execute(count)[0][0] == 0
+
+
+def test_pickles_into_spawn_workers(items):
+    """A plain torch DataLoader with spawn: the dataset crosses as configuration (the pinned
+    snapshot id, not a connection) and every worker reads the same snapshot."""
+    db, table = items
+    ds = tfd.SQLDataset(db.url, table=table, key="id")
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=250,
+        shuffle=True,
+        num_workers=2,
+        multiprocessing_context="spawn",
+        collate_fn=tfd.collate,
+    )
+    assert sorted(_ids(loader)) == list(range(N_ROWS))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_concurrent_writer_does_not_change_the_epoch(items, workers):
+    db, table = items
+    ds = tfd.SQLDataset(db.url, table=table, key="id", columns=["id", "v"])
+    before = {r["id"]: r["v"] for r in ds.__getitems__(range(len(ds)))}
+    loader = tfd.DataLoader(ds, batch_size=100, shuffle=True, num_workers=workers, seed=1)
+    seen: dict[int, float] = {}
+    writer = _Writer(db, table, delete_pinned=db.kind == "postgres")
+    for i, batch in enumerate(loader):
+        if i == 1:
+            writer.start()  # inserts, deletes and updates while the epoch runs
+            writer.wait_some()
+        for k, v in zip(batch["id"].tolist(), batch["v"].tolist()):
+            assert k not in seen, f"row {k} delivered twice"
+            seen[k] = v
+    writer.join()
+    assert writer.error is None
+    assert writer.done > 0
+    assert sorted(seen) == list(range(N_ROWS))  # exactly the pinned key set
+    if db.kind == "postgres":  # every worker read the pinned snapshot: old values too
+        assert seen == before
+        ds.refresh()  # the next epoch sees the writer's changes
+        assert len(ds) == N_ROWS - 100 + writer.inserted
+        assert ds[0]["v"] == -1.0
+
+
+class _Writer(threading.Thread):
+    """Another client: inserts new rows, deletes rows and updates values, committing each."""
+
+    def __init__(self, db, table: str, delete_pinned: bool) -> None:
+        super().__init__(daemon=True)
+        self.db, self.table, self.delete_pinned = db, table, delete_pinned
+        self.error: BaseException | None = None
+        self.done = 0
+        self.inserted = 0
+        self.some = threading.Event()
+
+    def wait_some(self) -> None:
+        self.some.wait(30)
+
+    def run(self) -> None:
+        conn = self.db.connect()
+        ph, t = self.db.ph, self.table
+        try:
+            for j in range(100):
+                new = N_ROWS + 10 + j
+                conn.execute(
+                    f'INSERT INTO "{t}" VALUES ({ph}, {ph}, {ph}, {ph})', (new, 1.0, 0, "n")
+                )
+                self.inserted += 1
+                if self.delete_pinned:  # PostgreSQL: delete and update pinned rows too
+                    conn.execute(f'DELETE FROM "{t}" WHERE id = {ph}', (N_ROWS - 1 - j,))
+                    conn.execute(f'UPDATE "{t}" SET v = -1 WHERE id = {ph}', (j,))
+                else:  # SQLite: the key set is pinned, values are not: touch only new rows
+                    conn.execute(f'DELETE FROM "{t}" WHERE id = {ph}', (new - 5,))
+                self.done += 1
+                if j == 10:
+                    self.some.set()
+        except BaseException as exc:  # surfaced by the test
+            self.error = exc
+        finally:
+            self.some.set()
+            conn.close()
+
+
+def test_sqlite_deleted_pinned_row_is_a_named_error(sqlite_db):
+    table = sqlite_db.make_items(50)
+    ds = tfd.SQLDataset(sqlite_db.url, table=table, key="id")
+    sqlite_db.execute(f'DELETE FROM "{table}" WHERE id = 17')
+    with pytest.raises(tfd.DataError, match=r"id=17") as info:
+        ds.__getitems__([16, 17])
+    assert "refresh()" in str(info.value)
+    ds.refresh()
+    assert len(ds) == 49 and 17 not in ds.key_index()
+
+
+def test_postgres_snapshot_gone_is_source_changed(pg_db):
+    table = pg_db.make_items(20)
+    ds = tfd.SQLDataset(pg_db.url, table=table, key="id")
+    copy = pickle.loads(pickle.dumps(ds))  # a worker that has not read yet
+    ds.close()  # the exporting transaction ends
+    with pytest.raises(tfd.SourceChangedError, match="snapshot"):
+        copy[0]
+
+
+def test_text_keys(db):
+    name = f"words_{db.kind}"
+    db.execute(f'DROP TABLE IF EXISTS "{name}"')
+    db.execute(f'CREATE TABLE "{name}" (w TEXT PRIMARY KEY, n INTEGER)')
+    words = [f"w{i:03d}" for i in range(300)][::-1]
+    db.executemany(
+        f'INSERT INTO "{name}" VALUES ({db.ph}, {db.ph})', [(w, i) for i, w in enumerate(words)]
+    )
+    ds = tfd.SQLDataset(db.url, table=name, key="w")
+    assert len(ds) == 300 and ds[0]["w"] == "w000" and ds[-1]["w"] == "w299"
+    loader = tfd.DataLoader(ds, batch_size=64, shuffle=True, num_workers=0)
+    assert sorted(w for b in loader for w in b["w"]) == sorted(words)
+    assert list(ds.column("n")[:2]) == [299, 298]
+
+
+def test_column_helper_matches_rows(items):
+    db, table = items
+    ds = tfd.SQLDataset(db.url, table=table, key="id")
+    col = ds.column("v")
+    assert col.shape == (N_ROWS,) and col[10] == 5.0
+    assert ds.fingerprint() == tfd.SQLDataset(db.url, table=table, key="id").fingerprint()

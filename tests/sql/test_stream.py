@@ -1,0 +1,187 @@
+"""SQLStream on SQLite and PostgreSQL: sharding, order, resume, bounded chunks, consistency."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import threading
+
+import pytest
+import torch
+
+import tensorfeed as tfd
+
+N_ROWS = 2000  # rows of the `items` fixture (conftest.py)
+
+
+def _ids(loader) -> list[int]:
+    return [i for b in loader for i in b["id"].tolist()]
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_every_row_exactly_once(items, workers):
+    db, table = items
+    st = tfd.SQLStream(db.url, table=table, key="id", chunk_rows=300)
+    loader = tfd.DataLoader(st, batch_size=128, num_workers=workers)
+    for _ in range(2):
+        assert sorted(_ids(loader)) == list(range(N_ROWS))
+    plain = torch.utils.data.DataLoader(
+        st, batch_size=128, num_workers=workers, collate_fn=tfd.collate
+    )
+    assert sorted(_ids(plain)) == list(range(N_ROWS))
+
+
+def test_order_within_a_shard_is_by_key_and_chunks_are_bounded(items):
+    db, table = items
+    st = tfd.SQLStream(db.url, table=table, key="id", chunk_rows=300)
+    sizes = [len(b) for b in st.iter_batches()]
+    assert max(sizes) <= 300 and sum(sizes) == N_ROWS
+    assert [r["id"] for r in st] == list(range(N_ROWS))
+
+
+def test_shards_split_by_key_across_ranks_and_workers(items):
+    db, table = items
+    st = tfd.SQLStream(db.url, table=table, key="id")
+    got = []
+    for shard in range(3):
+        world = tfd.World(rank=shard, world_size=3)
+        rows = [r for t in st._iter_tables(world, 0, 0) for r in t.column("id").to_pylist()]
+        assert rows == sorted(rows) and all(r % 3 == shard for r in rows)
+        got += rows
+    assert sorted(got) == list(range(N_ROWS))
+
+
+def test_text_keys_shard_by_stable_hash(db):
+    name = f"stream_words_{db.kind}"
+    db.execute(f'DROP TABLE IF EXISTS "{name}"')
+    db.execute(f'CREATE TABLE "{name}" (w TEXT PRIMARY KEY, n INTEGER)')
+    db.executemany(
+        f'INSERT INTO "{name}" VALUES ({db.ph}, {db.ph})', [(f"w{i}", i) for i in range(500)]
+    )
+    st = tfd.SQLStream(db.url, table=name, key="w")
+    loader = tfd.DataLoader(st, batch_size=64, num_workers=2)
+    words = [w for b in loader for w in b["w"]]
+    assert sorted(words) == sorted(f"w{i}" for i in range(500))
+
+
+def test_shuffle_buffer_is_seeded_and_complete(items):
+    db, table = items
+    st = tfd.SQLStream(db.url, table=table, key="id", shuffle_buffer=500, seed=4, chunk_rows=200)
+    a = [r["id"] for r in st]
+    b = [r["id"] for r in st]
+    assert a == b and a != list(range(N_ROWS)) and sorted(a) == list(range(N_ROWS))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_pushes_the_skip_down(items, workers):
+    db, table = items
+    make = lambda: tfd.DataLoader(  # noqa: E731
+        tfd.SQLStream(db.url, table=table, key="id", chunk_rows=100),
+        batch_size=64,
+        num_workers=workers,
+    )
+    full = [b["id"].tolist() for b in make()]
+    loader = make()
+    it = iter(loader)
+    head = [next(it)["id"].tolist() for _ in range(7)]
+    state = json.loads(json.dumps(loader.state_dict()))
+    del it
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert head + [b["id"].tolist() for b in resumed] == full
+
+
+def test_supervised_stream(items):
+    db, table = items
+    st = tfd.SQLStream(db.url, table=table, key="id", features=["v"], target="label")
+    X, Y = next(iter(tfd.DataLoader(st, batch_size=10)))
+    assert X.shape == (10, 1) and X[3, 0].item() == 1.5 and Y.tolist()[:3] == [0, 1, 0]
+
+
+def test_query_with_params_stream(items):
+    db, table = items
+    q = f'SELECT id, v FROM "{table}" WHERE label = :lab AND id < :hi'
+    st = tfd.SQLStream(db.url, query=q, key="id", params={"lab": 0, "hi": 1000}, chunk_rows=64)
+    sizes = [len(b) for b in st.iter_batches()]
+    assert max(sizes) <= 64
+    assert [r["id"] for r in st] == list(range(0, 1000, 2))
+    loader = tfd.DataLoader(st, batch_size=50, num_workers=2)
+    assert sorted(_ids(loader)) == list(range(0, 1000, 2))
+
+
+def test_no_key_single_shard_only(items):
+    db, table = items
+    st = tfd.SQLStream(db.url, query=f'SELECT id FROM "{table}" ORDER BY id')
+    assert [r["id"] for r in st] == list(range(N_ROWS))
+    with pytest.raises(tfd.ConfigError, match="key="):  # what a worker of two would see
+        next(st._iter_tables(tfd.World(worker=0, num_workers=2), 0, 0))
+
+
+def test_no_connection_until_iterated(tmp_path, pg_db):
+    missing = tmp_path / "not-yet.db"
+    st = tfd.SQLStream(f"sqlite:///{missing}", table="t", key="id")
+    pickle.loads(pickle.dumps(st))  # constructing and pickling touch nothing
+    assert not missing.exists()
+    with pytest.raises(tfd.NotFoundError, match=r"not-yet\.db"):
+        next(iter(st))
+    table = pg_db.make_items(10)
+    app = f"tfd_stream_{table}"
+    url = pg_db.url + ("&" if "?" in pg_db.url else "?") + f"application_name={app}"
+    count = f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'"
+    st = pickle.loads(pickle.dumps(tfd.SQLStream(url, table=table, key="id")))
+    assert pg_db.execute(count)[0][0] == 0
+    it = iter(st)
+    next(it)
+    assert pg_db.execute(count)[0][0] == 1
+    list(it)
+    assert pg_db.execute(count)[0][0] == 0  # closed when the shard is done
+
+
+def test_spawn_workers(items):
+    db, table = items
+    st = tfd.SQLStream(db.url, table=table, key="id")
+    loader = tfd.DataLoader(st, batch_size=200, num_workers=2, multiprocessing_context="spawn")
+    assert sorted(_ids(loader)) == list(range(N_ROWS))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_concurrent_writer_does_not_change_the_epoch(items, workers):
+    db, table = items
+    st = tfd.SQLStream(db.url, table=table, key="id", columns=["id", "v"], chunk_rows=100)
+    loader = tfd.DataLoader(st, batch_size=50, num_workers=workers)
+    seen: dict[int, float] = {}
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        conn = db.connect()
+        ph = db.ph
+        try:
+            for j in range(100):
+                conn.execute(
+                    f'INSERT INTO "{table}" VALUES ({ph}, {ph}, {ph}, {ph})',
+                    (N_ROWS + j, 1.0, 0, "n"),
+                )
+                conn.execute(f'DELETE FROM "{table}" WHERE id = {ph}', (N_ROWS - 1 - j,))
+                conn.execute(f'UPDATE "{table}" SET v = -1 WHERE id = {ph}', (j,))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            conn.close()
+            done.set()
+
+    writer = threading.Thread(target=write, daemon=True)
+    for i, batch in enumerate(loader):
+        if i == 2:  # every worker's shard statement has started (batches alternate workers)
+            writer.start()
+            done.wait(30)
+        for k, v in zip(batch["id"].tolist(), batch["v"].tolist()):
+            assert k not in seen
+            seen[k] = v
+    writer.join()
+    assert not errors
+    # each shard is one statement, one snapshot: the epoch is the table as it was
+    assert sorted(seen) == list(range(N_ROWS))
+    assert all(seen[k] == k / 2 for k in range(100))
+    # the next epoch reads the table as it is now
+    assert sorted(_ids(loader)) == [*range(N_ROWS - 100), *range(N_ROWS, N_ROWS + 100)]
