@@ -173,12 +173,18 @@ def display_uri(uri: Any) -> str:
 
 # --------------------------------------------------------------------------- filesystems
 
-_FS_CACHE: dict[tuple[int, str, S3Options | None], Any] = {}
+_FS_CACHE: dict[tuple[Any, ...], Any] = {}
+_AWS_ENV = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+)
 
 
 def filesystem_for(scheme: str, s3: S3Options, bucket: str | None = None) -> Any:
-    """A pyarrow filesystem for ``scheme``, made once per process (never inherited across fork)."""
-    key = (os.getpid(), scheme, s3 if scheme == "s3" else None)
+    """A pyarrow filesystem for ``scheme``, made once per process (never inherited across fork)
+    and per configuration (the AWS environment variables included)."""
+    env = tuple(os.environ.get(k) for k in _AWS_ENV) if scheme == "s3" else ()
+    key = (os.getpid(), scheme, s3 if scheme == "s3" else None, env, bucket)
     fs = _FS_CACHE.get(key)
     if fs is None:
         fs = _make_s3(s3, bucket) if scheme == "s3" else _local()
