@@ -1,6 +1,6 @@
 """A tiny loopback HTTP proxy in front of the moto S3 server: fault injection on the wire.
 
-It forwards every request unchanged and records ``(method, path)``; while ``fail_next`` is above
+It forwards every request unchanged and records ``(method, path, Range header)``; while ``fail_next`` is above
 zero (or ``fail_always`` is set) it answers ``503 Slow Down`` instead, the way S3 itself throttles.
 The library under test talks to it through its ordinary endpoint override: nothing is patched.
 """
@@ -22,7 +22,7 @@ class FaultyProxy:
     def __init__(self, upstream: str) -> None:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
-        self.requests: list[tuple[str, str]] = []
+        self.requests: list[tuple[str, str, str | None]] = []
         self.fail_next = 0
         self.fail_always = False
         self.failed = 0
@@ -51,11 +51,25 @@ class FaultyProxy:
 
     def paths(self, method: str | None = None) -> list[str]:
         with self._lock:
-            return [unquote(p) for m, p in self.requests if method is None or m == method]
+            return [unquote(p) for m, p, _ in self.requests if method is None or m == method]
 
-    def _should_fail(self, method: str, path: str) -> bool:
+    def ranges(self, path: str) -> list[tuple[int, int]]:
+        """Byte ranges ``[lo, hi)`` of the GETs of ``path`` (a whole-object GET is (0, inf))."""
+        out = []
         with self._lock:
-            self.requests.append((method, path))
+            for m, p, rng in self.requests:
+                if m != "GET" or unquote(p.split("?")[0]) != path:
+                    continue
+                if rng and rng.startswith("bytes="):
+                    lo, _, hi = rng[6:].partition("-")
+                    out.append((int(lo), int(hi) + 1 if hi else 2**62))
+                else:
+                    out.append((0, 2**62))
+        return out
+
+    def _should_fail(self, method: str, path: str, rng: str | None) -> bool:
+        with self._lock:
+            self.requests.append((method, path, rng))
             if self.fail_always or self.fail_next > 0:
                 self.fail_next = max(0, self.fail_next - 1)
                 self.failed += 1
@@ -74,7 +88,7 @@ class FaultyProxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                if proxy._should_fail(self.command, self.path):
+                if proxy._should_fail(self.command, self.path, self.headers.get("Range")):
                     self.send_response(503, "Slow Down")
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(_SLOW_DOWN)))

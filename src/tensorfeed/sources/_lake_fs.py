@@ -215,6 +215,12 @@ def _make_s3(o: S3Options, bucket: str | None) -> Any:
     for name in ("endpoint_override", "scheme", "connect_timeout", "request_timeout"):
         if getattr(o, name) is not None:
             kwargs[name] = getattr(o, name)
+    env_endpoint = _endpoint_from_env()
+    if o.endpoint_override is None and env_endpoint:  # as boto3 and s3fs honour it
+        parts = urlsplit(env_endpoint if "://" in env_endpoint else f"//{env_endpoint}")
+        kwargs["endpoint_override"] = parts.netloc or parts.path
+        if parts.scheme:
+            kwargs["scheme"] = parts.scheme
     region = o.region or _region_from_env()
     if region is None and o.endpoint_override is None and bucket and not _endpoint_from_env():
         try:  # real AWS, no region configured: ask S3 where the bucket lives
@@ -251,8 +257,14 @@ _NO_BUCKET = re.compile(r"NO_SUCH_BUCKET|NoSuchBucket|bucket does not exist", re
 _NO_KEY = re.compile(r"NO_SUCH_KEY|NoSuchKey|HTTP status 404|Path does not exist|not found")
 
 
+_PERMANENT_NET = re.compile(r"curlCode: 6\b|Could not resolve host")
+
+
 def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and bool(_TRANSIENT.search(str(exc)))
+    text = str(exc)
+    return isinstance(exc, OSError) and bool(_TRANSIENT.search(text)) and not (
+        _PERMANENT_NET.search(text)
+    )
 
 
 def scrub(text: str, s3: S3Options | None) -> str:
@@ -277,8 +289,8 @@ def translate(exc: BaseException, what: str, s3: S3Options | None, elapsed: floa
         return NotFoundError(f"{what}: no such file or object ({msg})")
     if is_transient(exc):
         return ConnectionFailedError(
-            f"{what}: gave up after {attempts} attempt(s) in {elapsed:.1f}s of transient S3 "
-            f"errors (5xx / throttling); last error: {msg}"
+            f"{what}: gave up after {attempts} attempt(s) in {elapsed:.1f}s of transient errors "
+            f"(5xx, throttling, dropped connections); last error: {msg}"
         )
     return ConnectionFailedError(f"{what}: {msg}")
 
@@ -461,13 +473,8 @@ def current_identity(fs: Any, entry: FileEntry, s3: S3Options | None) -> FileEnt
                 if _NO_KEY.search(str(exc)):
                     return None
                 raise
-            return FileEntry(
-                entry.path,
-                int(meta.get(b"Content-Length", b"0") or 0),
-                entry.mtime_ns,
-                "s3",
-                _etag(meta),
-            )
+            length = _meta(meta, "Content-Length")
+            return FileEntry(entry.path, int(length or 0), entry.mtime_ns, "s3", _etag(meta))
 
         return retrying(head, f"checking {entry.display}", s3)
     info = fs.get_file_info(entry.path)
@@ -476,12 +483,18 @@ def current_identity(fs: Any, entry: FileEntry, s3: S3Options | None) -> FileEnt
     return FileEntry(entry.path, int(info.size or 0), info.mtime_ns, entry.scheme)
 
 
-def _etag(meta: Mapping[bytes, bytes] | Mapping[str, Any]) -> str | None:
-    for k in (b"ETag", "ETag", b"etag", "etag"):
-        if k in meta:
-            v = meta[k]  # type: ignore[index]
-            return (v.decode() if isinstance(v, bytes) else str(v)).strip('"')
+def _meta(meta: Mapping[Any, Any], name: str) -> str | None:
+    """A header from ``NativeFile.metadata()`` (keys and values may be str or bytes)."""
+    for k, v in meta.items():
+        key = k.decode() if isinstance(k, bytes) else str(k)
+        if key.lower() == name.lower():
+            return v.decode() if isinstance(v, bytes) else str(v)
     return None
+
+
+def _etag(meta: Mapping[Any, Any]) -> str | None:
+    v = _meta(meta, "ETag")
+    return v.strip('"') if v else None
 
 
 def etag_of(handle: Any) -> str | None:

@@ -307,8 +307,9 @@ class FileFacts:
 def describe_corrupt(entry: FileEntry, exc: BaseException, s3: S3Options | None,
                      rg: int | None = None) -> DataError:
     where = f"row group {rg} of " if rg is not None and rg >= 0 else ""
+    reason = " ".join(scrub(str(exc), s3).split())
     return DataError(
-        f"{where}{entry.display} cannot be decoded: {scrub(str(exc), s3)} "
+        f"{where}{entry.display} cannot be decoded: {reason} "
         "(the file is corrupt, truncated or not in the declared format)"
     )
 
