@@ -62,7 +62,7 @@ def test_same_batches_whatever_num_workers_and_new_order_each_epoch():
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_map_resume_equals_uninterrupted(workers, shuffle):
     ds = tfd.MemoryDataset(_data())
-    make = lambda: tfd.DataLoader(ds, batch_size=8, shuffle=shuffle, seed=3, num_workers=workers)  # noqa: E731
+    make = lambda: tfd.DataLoader(ds, batch_size=8, shuffle=shuffle, seed=3, num_workers=workers)
     full = make()
     ids_of(full)  # epoch 0
     uninterrupted = ids_of(full)  # epoch 1: resume inside a later epoch
@@ -80,7 +80,7 @@ def test_map_resume_equals_uninterrupted(workers, shuffle):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_stream_exactly_once_and_resume_with_shuffle_buffer(workers):
     st = tfd.MemoryStream(_data(), chunk_rows=9, shuffle_buffer=20, seed=1)
-    make = lambda: tfd.DataLoader(st, batch_size=8, num_workers=workers)  # noqa: E731
+    make = lambda: tfd.DataLoader(st, batch_size=8, num_workers=workers)
     full = ids_of(make())
     assert sorted(sum(full, [])) == list(range(N))
     loader = make()
