@@ -39,7 +39,9 @@ _META_FP = b"tensorfeed.fingerprint"
 _META_ROWS = b"tensorfeed.rows"
 _META_FORMAT = b"tensorfeed.cache_format"
 _META_SOURCE = b"tensorfeed.source"
-_TARGET_CHUNK_BYTES = 64 << 20
+_TARGET_CHUNK_BYTES = 64 << 20  # rows fetched from the source at a time
+# Record batches of a cache file: large, so a batch's gather seldom spans several of them.
+_FILE_BATCH_BYTES = 256 << 20
 # Schema metadata of a fetched table whose buffers nothing else references (see _Gather).
 OWNED = {b"tensorfeed.owned": b"1"}
 
@@ -364,7 +366,7 @@ def _write_cache(
                     schema = first.with_metadata({**(first.metadata or {}), **meta})
                     writer = pa.ipc.new_file(sink, schema)
                 pending.append(_conform(chunk, schema, dataset))
-                if sum(t.nbytes for t in pending) >= _TARGET_CHUNK_BYTES:
+                if sum(t.nbytes for t in pending) >= _FILE_BATCH_BYTES:
                     _write_batch(writer, pending)
                     pending = []
             if writer is None:

@@ -37,7 +37,9 @@ def _rows() -> dict:
 
 def _write_csv(path: Path, rows: dict) -> Path:
     cols = list(rows)
-    lines = [",".join(cols)] + [",".join(str(rows[c][i]) for c in cols) for i in range(len(rows[cols[0]]))]
+    lines = [",".join(cols)] + [
+        ",".join(str(rows[c][i]) for c in cols) for i in range(len(rows[cols[0]]))
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -74,7 +76,7 @@ def test_dataframe_numeric_labels_and_transforms(images):
     ds = tfd.AnnotationsDataset(frame, images, "path", "score", transform=lambda t: t.float() / 255)
     x, y = ds[1]
     assert x.dtype == torch.float32 and y == 1.5 and ds.classes is None
-    xb, yb = next(iter(tfd.DataLoader(ds, batch_size=2)))
+    _, yb = next(iter(tfd.DataLoader(ds, batch_size=2)))
     assert yb.dtype == torch.float32 and yb.tolist() == [0.5, 1.5]
 
 
@@ -83,11 +85,16 @@ def test_paths_escaping_root_are_refused(tmp_path, images):
     Image.fromarray(tagged_pixels(99)).save(outside)
     for bad in ("../secret.png", "sub/../../secret.png", str(outside)):
         rows = {"file": ["sub/im0.png", bad]}
-        with pytest.raises(tfd.DataError, match=r"row 1 .*" + ("absolute" if bad.startswith("/") else "escapes root")):
+        with pytest.raises(
+            tfd.DataError,
+            match=r"row 1 .*" + ("absolute" if bad.startswith("/") else "escapes root"),
+        ):
             tfd.AnnotationsDataset(pa.table(rows), images, "file")
     os.symlink(outside, images / "sub" / "link.png")
     os.symlink(images / "sub" / "im3.png", images / "sub" / "inside.png")
-    ds = tfd.AnnotationsDataset(pa.table({"file": ["sub/inside.png", "sub/link.png"]}), images, "file")
+    ds = tfd.AnnotationsDataset(
+        pa.table({"file": ["sub/inside.png", "sub/link.png"]}), images, "file"
+    )
     assert ids_of_images(ds[0][None]) == [3]  # a link that stays inside root is fine
     with pytest.raises(tfd.DataError, match=r"row 1 .*'sub/link.png'.*outside root"):
         ds[1]
@@ -107,14 +114,26 @@ def test_bad_rows_name_the_row(tmp_path, images):
         tfd.AnnotationsDataset(pa.table({"file": ["sub/im0.png", "sub/notes.txt"]}), images, "file")
     with pytest.raises(tfd.DataError, match=r"row 0 .*label column 'y' is NULL"):
         tfd.AnnotationsDataset(
-            pa.table({"file": ["sub/im0.png"], "y": pa.array([None], pa.string())}), images, "file", "y"
+            pa.table({"file": ["sub/im0.png"], "y": pa.array([None], pa.string())}),
+            images,
+            "file",
+            "y",
         )
-    crops = {"file": ["sub/im0.png", "sub/im1.png"], "l": [0, 5], "t": [0, 0], "r": [2, 5], "b": [2, 2]}
+    crops = {
+        "file": ["sub/im0.png", "sub/im1.png"],
+        "l": [0, 5],
+        "t": [0, 0],
+        "r": [2, 5],
+        "b": [2, 2],
+    }
     with pytest.raises(tfd.DataError, match=r"row 1 .*crop box \(5, 0, 5, 2\) is empty"):
         tfd.AnnotationsDataset(pa.table(crops), images, "file", crop_columns=["l", "t", "r", "b"])
     crops["r"] = [2, 50]
     ds = tfd.AnnotationsDataset(pa.table(crops), images, "file", crop_columns=["l", "t", "r", "b"])
-    with pytest.raises(tfd.DataError, match=r"im1\.png \(row 1 of the annotations table\) crop box .* not inside the 10x8"):
+    with pytest.raises(
+        tfd.DataError,
+        match=r"im1\.png \(row 1 of the annotations table\) crop box .* not inside the 10x8",
+    ):
         ds[1]
     with pytest.raises(tfd.ConfigError, match="4 columns"):
         tfd.AnnotationsDataset(pa.table(crops), images, "file", crop_columns=["l", "t"])

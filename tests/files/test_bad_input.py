@@ -27,7 +27,9 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
     """A PNG whose header claims width x height pixels (no pixel data follows)."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
@@ -65,8 +67,9 @@ def test_skip_leaves_bad_files_out_and_counts_them(tree, workers):
 def test_skip_single_index_explains(tree):
     _corrupt(tree)
     ds = tfd.ImageFolder(tree, on_error="skip")
-    with pytest.warns(RuntimeWarning, match="skipped"), pytest.raises(
-        tfd.DataError, match="on_error='skip' leaves it out"
+    with (
+        pytest.warns(RuntimeWarning, match="skipped"),
+        pytest.raises(tfd.DataError, match="on_error='skip' leaves it out"),
     ):
         ds[5]
     with pytest.warns(RuntimeWarning):
@@ -87,7 +90,7 @@ def test_decompression_bomb_is_refused_with_a_configurable_limit(tree):
     index = ds.samples.index((str(big), 0))
     with pytest.raises(tfd.DataError, match=rf"{big}.*1200x1000.*max_image_pixels=1000000.*bomb"):
         ds[index]
-    assert Image.MAX_IMAGE_PIXELS == limit_before  # our limit is ours, not a global mutation
+    assert limit_before == Image.MAX_IMAGE_PIXELS  # our limit is ours, not a global mutation
     assert tfd.ImageFolder(tree, max_image_pixels=None)[index][0].shape == (3, 1000, 1200)
     assert tfd.ImageFolder(tree)[index][0].shape == (3, 1000, 1200)  # under Pillow's default
 
@@ -101,7 +104,7 @@ def test_header_claiming_billions_of_pixels_is_refused_before_decoding(tree):
         ds[index]
     skipping = tfd.ImageFolder(tree, on_error="skip")
     with pytest.warns(RuntimeWarning, match="bomb"):
-        x, y = tfd.collate(skipping.__getitems__(list(range(len(skipping)))))
+        x, _ = tfd.collate(skipping.__getitems__(list(range(len(skipping)))))
     assert x.shape == (12, 3, 6, 5) and skipping.num_skipped == 1
 
 
@@ -112,7 +115,9 @@ def test_loader_errors_name_the_file(tree):
         return torch.zeros(1)
 
     ds = tfd.ImageFolder(tree, loader=fussy)
-    with pytest.raises(tfd.DataError, match=r"0003\.png could not be loaded by .*fussy.*unsupported header"):
+    with pytest.raises(
+        tfd.DataError, match=r"0003\.png could not be loaded by .*fussy.*unsupported header"
+    ):
         ds[3]
 
 

@@ -76,7 +76,7 @@ def test_batches_are_stacked_tensors(tree):
         x, y = batches[0]
         assert x.dtype == torch.uint8 and x.shape == (5, 3, 6, 5)
         assert y.dtype == torch.int64 and y.tolist() == [0, 0, 0, 0, 1]
-        assert sum((ids_of_images(b[0]) for b in batches), []) == list(range(12))
+        assert [i for b in batches for i in ids_of_images(b[0])] == list(range(12))
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -158,8 +158,9 @@ def test_find_classes_and_make_dataset_overrides_are_used(tree):
 
     class Reversed(tfd.ImageFolder):
         @staticmethod
-        def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None,
-                         allow_empty=False):
+        def make_dataset(
+            directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False
+        ):
             return list(reversed(make_dataset(directory, class_to_idx, extensions, is_valid_file)))
 
     assert Reversed(str(tree)).targets == [2] * 4 + [1] * 4 + [0] * 4
@@ -196,7 +197,9 @@ def test_errors_for_missing_root_no_classes_and_empty_class(tmp_path, tree):
     (tree / "empty").mkdir()
     (tree / "txt_only").mkdir()
     (tree / "txt_only" / "a.txt").write_text("x")
-    with pytest.raises(FileNotFoundError, match=r"no valid file for the classes empty, txt_only.*\.png"):
+    with pytest.raises(
+        FileNotFoundError, match=r"no valid file for the classes empty, txt_only.*\.png"
+    ):
         tfd.ImageFolder(tree)
     ds = tfd.ImageFolder(tree, allow_empty=True)
     assert ds.classes == ["cat", "dog", "empty", "emu", "txt_only"] and len(ds) == 12

@@ -83,14 +83,20 @@ def test_wrong_magic_truncated_and_mismatched_files(tmp_path):
     write_mnist(raw)
     images = np.zeros((30, 28, 28), np.uint8)
     write_idx(raw / "train-images-idx3-ubyte", images, magic=0x00000801)
-    with pytest.raises(tfd.DataError, match=r"train-images-idx3-ubyte has magic number 0x00000801, expected 0x00000803"):
+    with pytest.raises(
+        tfd.DataError,
+        match=r"train-images-idx3-ubyte has magic number 0x00000801, expected 0x00000803",
+    ):
         tfd.MNIST(tmp_path)
     path = write_idx(raw / "train-images-idx3-ubyte", images)
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(tfd.DataError, match=r"train-images-idx3-ubyte has 23436 bytes but its header \(30 x 28 x 28\) says 23536: the file is truncated"):
+    with pytest.raises(
+        tfd.DataError,
+        match=r"train-images-idx3-ubyte has 23436 bytes but its header \(30 x 28 x 28\) says 23536: the file is truncated",
+    ):
         tfd.MNIST(tmp_path)
     write_idx(raw / "train-images-idx3-ubyte", images[:10])
-    with pytest.raises(tfd.DataError, match="has 10 images but .* has 30 labels"):
+    with pytest.raises(tfd.DataError, match=r"has 10 images but .* has 30 labels"):
         tfd.MNIST(tmp_path)
     import gzip
 
