@@ -15,9 +15,24 @@ from tensorfeed.cli import main, redact
 ROOT = Path(__file__).resolve().parents[2]
 
 
+BLOCK = re.compile(r"(?:<!-- example: (?P<example>\S+) -->\n)?```python\n(?P<code>.*?)```", re.S)
+
+
 def readme_blocks() -> list[str]:
+    """Python blocks of the README that run here (the others mirror files under examples/)."""
     text = (ROOT / "README.md").read_text()
-    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    return [m["code"] for m in BLOCK.finditer(text) if not m["example"]]
+
+
+def readme_examples() -> list[tuple[str, str]]:
+    text = (ROOT / "README.md").read_text()
+    return [(m["example"], m["code"]) for m in BLOCK.finditer(text) if m["example"]]
+
+
+@pytest.mark.parametrize("path,code", readme_examples())
+def test_readme_examples_are_the_tested_example_files(path, code):
+    # each examples/*.py is executed by its area's tests (with the servers it needs)
+    assert (ROOT / path).read_text().strip() == code.strip(), f"README block differs from {path}"
 
 
 def test_readme_has_the_two_setup_commands_first():
