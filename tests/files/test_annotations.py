@@ -155,3 +155,24 @@ def test_pickles_and_fingerprint_tracks_the_files(tmp_path, images):
     os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     assert tfd.AnnotationsDataset(csv, images, "file", "label").fingerprint() != fp
     np.testing.assert_array_equal(ds.column("target"), [2, 0, 2, 1, 0, 1])
+
+
+def test_custom_loader_crops_and_unlabelled_samples_setter(images):
+    from tensorfeed.sources.files import pil_loader
+
+    rows = pa.table(
+        {"f": ["sub/im0.png", "sub/im5.png"], "l": [1, 2], "t": [0, 1], "r": [4, 6], "b": [2, 5]}
+    )
+    ds = tfd.AnnotationsDataset(
+        rows, images, "f", crop_columns=["l", "t", "r", "b"], loader=pil_loader
+    )
+    assert ds[0].size == (3, 2) and ds[1].size == (4, 4)
+    as_tensor = tfd.AnnotationsDataset(
+        rows, images, "f", crop_columns=["l", "t", "r", "b"], loader=lambda p: torch.zeros(3, 8, 10)
+    )
+    assert as_tensor[1].shape == (3, 4, 4)
+    with pytest.raises(tfd.ConfigError, match="crop boxes"):
+        ds.samples = ds.samples[::-1]
+    plain = tfd.AnnotationsDataset(rows, images, "f")
+    plain.samples = plain.samples[::-1]
+    assert plain.paths == ["sub/im5.png", "sub/im0.png"] and plain._target_values is None

@@ -75,7 +75,15 @@ __all__ = [
     "tensor_loader",
 ]
 
-_UNSET: Any = object()
+
+class _DefaultExtensions:
+    """ImageFolder's default: IMG_EXTENSIONS, or None when is_valid_file is given."""
+
+    def __repr__(self) -> str:
+        return "IMG_EXTENSIONS (None with is_valid_file)"
+
+
+_UNSET: Any = _DefaultExtensions()
 
 
 def _sha(parts: Sequence[Any], *buffers: Any) -> str:
@@ -162,8 +170,17 @@ class _ImageFiles(MapDataset):
 
     @samples.setter
     def samples(self, value: Sequence[tuple[str, Any]]) -> None:
+        if self._crops is not None:
+            raise ConfigError(
+                "samples cannot be reassigned when rows have crop boxes; build a new "
+                "AnnotationsDataset from the filtered annotations instead"
+            )
         value = list(value)
-        self._set_rows([os.fspath(p) for p, _ in value], np.asarray([t for _, t in value]))
+        targets = [t for _, t in value]
+        no_targets = self._target_values is None and all(t is None for t in targets)
+        self._set_rows(
+            [os.fspath(p) for p, _ in value], None if no_targets else np.asarray(targets)
+        )
 
     @property
     def targets(self) -> list[Any]:
