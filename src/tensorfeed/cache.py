@@ -188,6 +188,7 @@ class _Gather:
 
     def take(self, indices: np.ndarray) -> pa.Table:
         idx = np.asarray(indices, dtype=np.int64)
+        groups: list[tuple[int, np.ndarray, np.ndarray | None]]
         if len(self.batches) == 1:
             groups = [(0, idx, None)]
         else:

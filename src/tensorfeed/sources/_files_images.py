@@ -33,7 +33,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -196,7 +196,7 @@ class RowBuilder:
 
     def add_array(self, arr: np.ndarray, kind: int = KIND_TENSOR) -> None:
         arr = np.ascontiguousarray(arr)
-        self.payloads.append(memoryview(arr).cast("B") if arr.size else b"")
+        self.payloads.append(arr.data.cast("B") if arr.size else b"")
         self.shapes.append(list(arr.shape))
         self.kinds.append(kind)
         self.formats.append(arr.dtype.str)
@@ -419,7 +419,10 @@ def _empty_batch(with_target: bool) -> Any:
 # --------------------------------------------------------------------------- skipped files
 
 
-class SkippedFile(NamedTuple):
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file left out under ``on_error="skip"``: its dataset index, path and why."""
+
     index: int
     path: str
     reason: str
