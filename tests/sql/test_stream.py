@@ -75,7 +75,7 @@ def test_shuffle_buffer_is_seeded_and_complete(items):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_pushes_the_skip_down(items, workers):
     db, table = items
-    make = lambda: tfd.DataLoader(  # noqa: E731
+    make = lambda: tfd.DataLoader(
         tfd.SQLStream(db.url, table=table, key="id", chunk_rows=100),
         batch_size=64,
         num_workers=workers,
