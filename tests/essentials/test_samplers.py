@@ -102,7 +102,7 @@ def test_balanced_unknown_column_and_bad_arguments(ds):
         tfd.BalancedSampler(["a", "b"], ratios={"z": 1})
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, database=None)
 @given(
     counts=st.lists(st.integers(1, 40), min_size=2, max_size=5),
     ratios=st.lists(st.integers(1, 5), min_size=5, max_size=5),

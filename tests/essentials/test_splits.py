@@ -24,7 +24,7 @@ def _fractions(raw: list[int]) -> dict[str, float]:
 fractions_st = st.lists(st.integers(0, 10), min_size=1, max_size=4).filter(lambda r: sum(r) > 0)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, database=None)
 @given(n=st.integers(0, 300), raw=fractions_st, seed=st.integers(0, 2**40))
 def test_split_partitions_exactly_and_is_stable(n, raw, seed):
     ds = tfd.MemoryDataset(make_data(n) if n else {"id": np.zeros(0, dtype=np.int64)})
@@ -37,7 +37,7 @@ def test_split_partitions_exactly_and_is_stable(n, raw, seed):
     assert all(np.array_equal(parts[k].indices, again[k].indices) for k in fr)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, database=None)
 @given(n=st.integers(1, 200), raw=fractions_st, seed=st.integers(0, 1000), perm_seed=st.integers())
 def test_split_by_key_does_not_depend_on_row_order(n, raw, seed, perm_seed):
     data = make_data(n)
@@ -50,7 +50,7 @@ def test_split_by_key_does_not_depend_on_row_order(n, raw, seed, perm_seed):
         assert set(a[name].column("id").tolist()) == set(b[name].column("id").tolist())
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, database=None)
 @given(n=st.integers(1, 300), raw=fractions_st, seed=st.integers(0, 1000))
 def test_stratified_split_keeps_class_proportions(n, raw, seed):
     ds = tfd.MemoryDataset(make_data(n, seed=seed))
@@ -64,7 +64,7 @@ def test_stratified_split_keeps_class_proportions(n, raw, seed):
             assert abs(int((got == c).sum()) - f * n_c) <= 1.0 + 1e-9
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, database=None)
 @given(n=st.integers(1, 300), raw=fractions_st, seed=st.integers(0, 1000), strat=st.booleans())
 def test_group_split_never_leaks_a_group(n, raw, seed, strat):
     ds = tfd.MemoryDataset(make_data(n, seed=seed))
