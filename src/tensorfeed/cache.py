@@ -41,7 +41,7 @@ _META_FORMAT = b"tensorfeed.cache_format"
 _META_SOURCE = b"tensorfeed.source"
 _TARGET_CHUNK_BYTES = 64 << 20  # rows fetched from the source at a time
 # Record batches of a cache file: large, so a batch's gather seldom spans several of them.
-_FILE_BATCH_BYTES = 256 << 20
+_FILE_BATCH_BYTES = 1 << 30
 # Schema metadata of a fetched table whose buffers nothing else references (see _Gather).
 OWNED = {b"tensorfeed.owned": b"1"}
 

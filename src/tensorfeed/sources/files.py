@@ -252,7 +252,7 @@ class _ImageFiles(MapDataset):
 
     def column(self, name: str) -> np.ndarray:
         if name == "target" and self._target_values is not None:
-            return self._target_values
+            return self._target_values.copy()
         if name == "path":
             return np.asarray(self._paths.to_pylist(), dtype=object)
         available = ["path"] + (["target"] if self._target_values is not None else [])
