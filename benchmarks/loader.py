@@ -87,8 +87,13 @@ def _rows_in(batch: Any) -> int:
     return int(batch[0].shape[0])
 
 
-def timed(name: str, batches: Iterable[Any], max_rows: int | None = None, note: str = "",
-          on_batch: Callable[[int], None] | None = None) -> Result:
+def timed(
+    name: str,
+    batches: Iterable[Any],
+    max_rows: int | None = None,
+    note: str = "",
+    on_batch: Callable[[int], None] | None = None,
+) -> Result:
     gc.collect()
     rows = 0
     t0, c0 = time.perf_counter(), time.process_time()
@@ -134,8 +139,13 @@ class WorkerMemory:
         if not self.samples:
             return {}
         (_, rss0, uss0), (_, rss1, uss1) = self.samples[0], self.samples[-1]
-        return {"rss_start": rss0, "rss_end": rss1, "uss_start": uss0, "uss_end": uss1,
-                "uss_max": max(s[2] for s in self.samples)}
+        return {
+            "rss_start": rss0,
+            "rss_end": rss1,
+            "uss_start": uss0,
+            "uss_end": uss1,
+            "uss_max": max(s[2] for s in self.samples),
+        }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,9 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--cols", type=int, default=12)
     p.add_argument("--batch", type=int, default=1024)
-    p.add_argument("--torch-rows", type=int, default=200_000,
-                   help="rows timed on the per-row torch paths (steady state; the full epoch "
-                        "takes minutes)")
+    p.add_argument(
+        "--torch-rows",
+        type=int,
+        default=200_000,
+        help="rows timed on the per-row torch paths (steady state; the full epoch takes minutes)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -155,8 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     xt = torch.from_numpy(x)
     ds = tfd.MemoryDataset(columns)
     bs = args.batch
-    print(f"{args.rows:,} rows x {args.cols} float32 columns, batch {bs}, shuffled, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
+    print(
+        f"{args.rows:,} rows x {args.cols} float32 columns, batch {bs}, shuffled, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        file=sys.stderr,
+    )
 
     results: list[Result] = []
     results.append(timed("ceiling: index_select of random batches", ceiling(xt, bs, args.seed)))
@@ -172,25 +188,45 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # psutil is in tensorfeed[bench]
         mem = None
         print("psutil is not installed: worker memory is not sampled", file=sys.stderr)
-    loader2 = tfd.DataLoader(tfd.MemoryDataset(columns), batch_size=bs, shuffle=True,
-                             seed=args.seed, num_workers=2)
-    r = timed("tfd.DataLoader(MemoryDataset), 2 workers", loader2, on_batch=mem,
-              note="wall includes worker start-up")
+    loader2 = tfd.DataLoader(
+        tfd.MemoryDataset(columns), batch_size=bs, shuffle=True, seed=args.seed, num_workers=2
+    )
+    r = timed(
+        "tfd.DataLoader(MemoryDataset), 2 workers",
+        loader2,
+        on_batch=mem,
+        note="wall includes worker start-up",
+    )
     r.memory = mem.summary() if mem is not None else {}
     results.append(r)
     del loader2
 
     torch_rows = min(args.torch_rows, args.rows)
     note = f"first {torch_rows:,} rows of the epoch"
-    results.append(timed(
-        "torch DataLoader, per-row dict __getitem__", TorchLoader(RowDictDataset(columns),
-        batch_size=bs, shuffle=True), max_rows=torch_rows, note=note))
-    results.append(timed(
-        "torch DataLoader, per-row tensor __getitem__", TorchLoader(RowTensorDataset(xt),
-        batch_size=bs, shuffle=True), max_rows=torch_rows, note=note))
-    results.append(timed(
-        "torch DataLoader, per-row dict, 2 workers", TorchLoader(RowDictDataset(columns),
-        batch_size=bs, shuffle=True, num_workers=2), max_rows=torch_rows, note=note))
+    results.append(
+        timed(
+            "torch DataLoader, per-row dict __getitem__",
+            TorchLoader(RowDictDataset(columns), batch_size=bs, shuffle=True),
+            max_rows=torch_rows,
+            note=note,
+        )
+    )
+    results.append(
+        timed(
+            "torch DataLoader, per-row tensor __getitem__",
+            TorchLoader(RowTensorDataset(xt), batch_size=bs, shuffle=True),
+            max_rows=torch_rows,
+            note=note,
+        )
+    )
+    results.append(
+        timed(
+            "torch DataLoader, per-row dict, 2 workers",
+            TorchLoader(RowDictDataset(columns), batch_size=bs, shuffle=True, num_workers=2),
+            max_rows=torch_rows,
+            note=note,
+        )
+    )
 
     report(results)
     return 0
@@ -201,24 +237,36 @@ def report(results: list[Result]) -> None:
     ceil = by["ceiling: index_select of random batches"].rows_per_s
     tfd0 = by["tfd.DataLoader(MemoryDataset), 0 workers"].rows_per_s
     torch_dict = by["torch DataLoader, per-row dict __getitem__"].rows_per_s
-    print(f"\n{'path':<46} {'rows/s':>12} {'x ceiling':>9} {'x torch row':>11} "
-          f"{'rows/cpu-s':>12}  note")
+    print(
+        f"\n{'path':<46} {'rows/s':>12} {'x ceiling':>9} {'x torch row':>11} "
+        f"{'rows/cpu-s':>12}  note"
+    )
     for r in results:
-        print(f"{r.name:<46} {r.rows_per_s:>12,.0f} {r.rows_per_s / ceil:>9.3f} "
-              f"{r.rows_per_s / torch_dict:>11.1f} {r.rows_per_cpu_s:>12,.0f}  {r.note}")
-    cpu = by["tfd.DataLoader(MemoryDataset), 0 workers"].rows_per_cpu_s / by[
-        "ceiling: index_select of random batches"].rows_per_cpu_s
+        print(
+            f"{r.name:<46} {r.rows_per_s:>12,.0f} {r.rows_per_s / ceil:>9.3f} "
+            f"{r.rows_per_s / torch_dict:>11.1f} {r.rows_per_cpu_s:>12,.0f}  {r.note}"
+        )
+    cpu = (
+        by["tfd.DataLoader(MemoryDataset), 0 workers"].rows_per_cpu_s
+        / by["ceiling: index_select of random batches"].rows_per_cpu_s
+    )
     print(f"\n(rows per CPU-second of this process, same target: {cpu:.2f}x the ceiling)")
-    print(f"target tfd >= 0.5x ceiling:   {tfd0 / ceil:.2f}x  "
-          f"{'MET' if tfd0 >= 0.5 * ceil else 'NOT MET'}")
-    print(f"target tfd >= 10x torch row:  {tfd0 / torch_dict:.1f}x  "
-          f"{'MET' if tfd0 >= 10 * torch_dict else 'NOT MET'}")
+    print(
+        f"target tfd >= 0.5x ceiling:   {tfd0 / ceil:.2f}x  "
+        f"{'MET' if tfd0 >= 0.5 * ceil else 'NOT MET'}"
+    )
+    print(
+        f"target tfd >= 10x torch row:  {tfd0 / torch_dict:.1f}x  "
+        f"{'MET' if tfd0 >= 10 * torch_dict else 'NOT MET'}"
+    )
     mem = by["tfd.DataLoader(MemoryDataset), 2 workers"].memory
     if mem:
         growth = mem["uss_end"] - mem["uss_start"]
-        print(f"2 workers, summed over workers (MiB): RSS {mem['rss_start']:.0f} -> "
-              f"{mem['rss_end']:.0f}, USS {mem['uss_start']:.0f} -> {mem['uss_end']:.0f} "
-              f"(max {mem['uss_max']:.0f}); private growth over the epoch {growth:+.0f} MiB")
+        print(
+            f"2 workers, summed over workers (MiB): RSS {mem['rss_start']:.0f} -> "
+            f"{mem['rss_end']:.0f}, USS {mem['uss_start']:.0f} -> {mem['uss_end']:.0f} "
+            f"(max {mem['uss_max']:.0f}); private growth over the epoch {growth:+.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ sampler = tfd.BalancedSampler("label", dataset=ds, seed=0)
 balanced = tfd.DataLoader(ds, batch_size=64, sampler=sampler)
 
 rows = sum(len(b["id"]) for b in loader)
-print(f"rank {dist.get_rank() if dist.is_initialized() else 0}: {rows} rows, "
-      f"{len(balanced)} balanced batches")
+print(
+    f"rank {dist.get_rank() if dist.is_initialized() else 0}: {rows} rows, "
+    f"{len(balanced)} balanced batches"
+)
 if dist.is_initialized():
     dist.destroy_process_group()

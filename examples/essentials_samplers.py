@@ -31,7 +31,7 @@ weighted = tfd.WeightedSampler(weights, num_samples=1_000, seed=0)
 # Hard-example mining: report each row's loss; high-loss rows come up more often next epoch.
 hard = tfd.HardExampleSampler(len(ds), seed=0, uniform=0.2)
 loader = tfd.DataLoader(ds, batch_size=128, sampler=hard, seed=0)
-for epoch in range(2):
+for _epoch in range(2):
     for batch in loader:
         loss = batch["x"].abs()  # stand-in for F.cross_entropy(..., reduction="none")
         hard.update(batch["row"], loss)
@@ -40,7 +40,8 @@ print("most likely rows next epoch:", top.tolist())
 
 # Samplers are part of the loader's checkpoint, which is plain JSON.
 state = json.dumps(loader.state_dict())
-resumed = tfd.DataLoader(ds, batch_size=128, sampler=tfd.HardExampleSampler(len(ds), seed=0,
-                                                                            uniform=0.2), seed=0)
+resumed = tfd.DataLoader(
+    ds, batch_size=128, sampler=tfd.HardExampleSampler(len(ds), seed=0, uniform=0.2), seed=0
+)
 resumed.load_state_dict(json.loads(state))
 print("checkpoint size:", len(state), "bytes")

@@ -1,6 +1,7 @@
 """Splits and a dict of loaders: stratified, grouped, stable across runs and machines."""
 
 import numpy as np
+import torch
 
 import tensorfeed as tfd
 
@@ -27,11 +28,14 @@ for name, part in parts.items():
 assert sum(len(p) for p in parts.values()) == n
 
 loaders = tfd.loaders(parts, batch_size=256, shuffle="train", seed=0)
-for x, y in loaders["train"]:
-    pass  # a training step goes here
+model = torch.nn.Linear(1, 1)
+for x, y in loaders["train"]:  # x: float32 [256, 1], y: int64 [256]
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y.float())
 stats = loaders["train"].stats
-print(f"train epoch: {stats.batches} batches, {stats.rows_per_s:,.0f} rows/s, "
-      f"waiting {stats.wait_fraction:.0%} of the time")
+print(
+    f"train epoch: {stats.batches} batches, {stats.rows_per_s:,.0f} rows/s, "
+    f"waiting {stats.wait_fraction:.0%} of the time"
+)
 
 # torch's signature, for code that already uses it
 train, val = tfd.random_split(ds, [0.9, 0.1])

@@ -101,7 +101,7 @@ def unit_interval(hashes: np.ndarray) -> np.ndarray:
 def _check_fractions(fractions: Any) -> tuple[list[str], np.ndarray]:
     if not isinstance(fractions, Mapping) or not fractions:
         raise ConfigError(
-            'fractions must be a non-empty dict of split name -> fraction, e.g. '
+            "fractions must be a non-empty dict of split name -> fraction, e.g. "
             '{"train": 0.8, "val": 0.1, "test": 0.1}'
         )
     names = [str(k) for k in fractions]
@@ -332,7 +332,7 @@ def _lengths_to_counts(lengths: list[int | float], n: int) -> list[int]:
         return [int(x) for x in lengths]
     total = math.fsum(float(x) for x in lengths)
     if abs(total - 1.0) <= 1e-6 and all(x <= 1 for x in lengths):
-        counts = [int(math.floor(n * float(f))) for f in lengths]
+        counts = [math.floor(n * float(f)) for f in lengths]
         for i in range(n - sum(counts)):  # torch spreads the remainder round-robin
             counts[i % len(counts)] += 1
         return counts

@@ -43,8 +43,9 @@ def test_output_converges_to_the_requested_ratio(counts, ratios):
 def test_known_frequencies_give_the_documented_acceptance():
     bs = balance_stream(_labels_stream({0: 10, 1: 10}), "y", frequencies={0: 0.75, 1: 0.25})
     assert bs.acceptance({}) == {0: pytest.approx(1 / 3), 1: 1.0}
-    weighted = balance_stream(_labels_stream({0: 10, 1: 10}), "y", ratios={0: 2, 1: 1},
-                              frequencies={0: 0.5, 1: 0.5})
+    weighted = balance_stream(
+        _labels_stream({0: 10, 1: 10}), "y", ratios={0: 2, 1: 1}, frequencies={0: 0.5, 1: 0.5}
+    )
     assert weighted.acceptance({}) == {0: 1.0, 1: 0.5}
 
 
@@ -62,8 +63,9 @@ def test_workers_see_every_kept_row_once_and_runs_repeat():
 def test_balanced_stream_resumes_mid_epoch(workers):
     def make():
         inner = _labels_stream({0: 1500, 1: 300}, shuffle_buffer=200, seed=2)
-        return tfd.DataLoader(balance_stream(inner, "y", seed=3), batch_size=50,
-                              num_workers=workers)
+        return tfd.DataLoader(
+            balance_stream(inner, "y", seed=3), batch_size=50, num_workers=workers
+        )
 
     full = [b["id"].tolist() for b in make()]
     first = make()

@@ -22,8 +22,14 @@ def ranks(tmp_path_factory) -> list[dict]:
     torchrun = shutil.which("torchrun")
     cmd = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
     # c10d rendezvous on a free loopback port (--master_port=0 with the static backend hangs)
-    cmd += ["--nproc_per_node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0",
-            str(SCRIPT), str(out), "2"]
+    cmd += [
+        "--nproc_per_node=2",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=127.0.0.1:0",
+        str(SCRIPT),
+        str(out),
+        "2",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]

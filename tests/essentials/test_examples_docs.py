@@ -33,9 +33,18 @@ def test_docs_blocks_are_example_excerpts():
 
 def test_benchmark_runs_at_a_tiny_size():
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "loader.py"), "--rows", "5000",
-         "--torch-rows", "2000"],
-        capture_output=True, text=True, timeout=180, check=False,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "loader.py"),
+            "--rows",
+            "5000",
+            "--torch-rows",
+            "2000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "x ceiling" in proc.stdout and "target tfd" in proc.stdout

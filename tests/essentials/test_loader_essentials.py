@@ -31,7 +31,9 @@ def test_loaders_shuffle_only_where_asked():
         tfd.loaders(parts, batch_size=8, shuffle="valid")
 
 
-seqs = st.lists(st.lists(st.integers(-1000, 1000), min_size=0, max_size=12), min_size=1, max_size=10)
+seqs = st.lists(
+    st.lists(st.integers(-1000, 1000), min_size=0, max_size=12), min_size=1, max_size=10
+)
 
 
 @settings(max_examples=60, deadline=None, database=None)
@@ -70,8 +72,9 @@ def _scale_batch(batch):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_transforms_per_sample_and_per_batch(workers):
     data = {"a": np.arange(6.0), "b": np.arange(6.0) * 2, "y": np.arange(6)}
-    ds = tfd.MemoryDataset(data, features=["a", "b"], target="y", transform=_double,
-                           target_transform=_plus_ten)
+    ds = tfd.MemoryDataset(
+        data, features=["a", "b"], target="y", transform=_double, target_transform=_plus_ten
+    )
     x, y = ds[1]
     assert x.tolist() == [2.0, 4.0] and y == 11
     loader = tfd.DataLoader(ds, batch_size=3, num_workers=workers, batch_transform=_scale_batch)
@@ -112,10 +115,14 @@ def test_cuda_device_without_gpu_is_a_clear_error():
 def test_resume_mid_epoch_map_and_stream(workers):
     data = make_data(90)
     for make in (
-        lambda: tfd.DataLoader(tfd.MemoryDataset(data), batch_size=8, shuffle=True, seed=2,
-                               num_workers=workers),
-        lambda: tfd.DataLoader(tfd.MemoryStream(data, shuffle_buffer=16, seed=2, chunk_rows=8),
-                               batch_size=8, num_workers=workers),
+        lambda: tfd.DataLoader(
+            tfd.MemoryDataset(data), batch_size=8, shuffle=True, seed=2, num_workers=workers
+        ),
+        lambda: tfd.DataLoader(
+            tfd.MemoryStream(data, shuffle_buffer=16, seed=2, chunk_rows=8),
+            batch_size=8,
+            num_workers=workers,
+        ),
     ):
         full = ids(make())
         first = make()
@@ -145,6 +152,7 @@ def test_state_dict_from_a_different_dataset_is_refused(tmp_path):
         dl_b.load_state_dict(dl_a.state_dict())  # two splits of one dataset are not the same
     with pytest.raises(tfd.StateError):
         tfd.DataLoader(
-            tfd.MemoryDataset(make_data(40)), batch_size=8,
+            tfd.MemoryDataset(make_data(40)),
+            batch_size=8,
             sampler=tfd.WeightedSampler(np.ones(40)),
         ).load_state_dict({"not": "ours"})

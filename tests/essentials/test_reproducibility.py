@@ -92,7 +92,9 @@ def test_every_worker_is_seeded_distinctly_from_seed_epoch_rank_worker(epoch):
     loader.set_epoch(epoch)
     seen = {}
     for b in loader:
-        for w, p, n, t in zip(b["worker"].tolist(), b["py"].tolist(), b["np"].tolist(), b["torch"].tolist()):
+        for w, p, n, t in zip(
+            b["worker"].tolist(), b["py"].tolist(), b["np"].tolist(), b["torch"].tolist()
+        ):
             if p >= 0:
                 seen[w] = (p, n, t)
     assert sorted(seen) == [0, 1]

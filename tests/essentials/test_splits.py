@@ -68,9 +68,7 @@ def test_stratified_split_keeps_class_proportions(n, raw, seed):
 @given(n=st.integers(1, 300), raw=fractions_st, seed=st.integers(0, 1000), strat=st.booleans())
 def test_group_split_never_leaks_a_group(n, raw, seed, strat):
     ds = tfd.MemoryDataset(make_data(n, seed=seed))
-    parts = tfd.split(
-        ds, _fractions(raw), seed=seed, group="user", stratify="y" if strat else None
-    )
+    parts = tfd.split(ds, _fractions(raw), seed=seed, group="user", stratify="y" if strat else None)
     owner: dict[int, str] = {}
     for name, part in parts.items():
         for g in set(part.column("user").tolist()):
@@ -101,9 +99,10 @@ def test_the_seed_changes_the_assignment(ds):
 
 def test_hash_is_stable_across_types_and_runs():
     # pinned values: a change here would move rows between splits for every existing user
-    assert stable_hash(np.array([0, 1, 2**40]), seed=0).tolist() == stable_hash(
-        np.array([0, 1, 2**40], dtype=np.int64), seed=0
-    ).tolist()
+    assert (
+        stable_hash(np.array([0, 1, 2**40]), seed=0).tolist()
+        == stable_hash(np.array([0, 1, 2**40], dtype=np.int64), seed=0).tolist()
+    )
     strs = stable_hash(np.array(["a", "b", "a"], dtype=object), seed=3)
     assert strs[0] == strs[2] != strs[1]
     arrow = pa.array(["a", "b", "a"]).to_numpy(zero_copy_only=False)
@@ -155,7 +154,9 @@ def test_random_split_mirrors_torch(ds):
     assert [list(o.indices) for o in ours] == [list(t.indices) for t in theirs]
     counts = tfd.random_split(ds, [100, 20])
     assert [len(c) for c in counts] == [100, 20]
-    assert [list(c.indices) for c in counts] == [list(c.indices) for c in tfd.random_split(ds, [100, 20])]
+    assert [list(c.indices) for c in counts] == [
+        list(c.indices) for c in tfd.random_split(ds, [100, 20])
+    ]
     plain = tfd.random_split(list(range(10)), [5, 5])  # any torch-style dataset
     assert isinstance(plain[0], torch.utils.data.Subset)
     with pytest.raises(tfd.ConfigError, match="lengths"):
@@ -169,7 +170,9 @@ def test_stream_splits_partition_the_stream_and_match_the_map_split(data):
     fr = {"train": 0.7, "val": 0.3}
     parts = tfd.split(stream, fr, seed=5, key="id")
     got = {
-        name: sorted(i for b in tfd.DataLoader(p, batch_size=10, num_workers=w) for i in b["id"].tolist())
+        name: sorted(
+            i for b in tfd.DataLoader(p, batch_size=10, num_workers=w) for i in b["id"].tolist()
+        )
         for (name, p), w in zip(parts.items(), (2, 0))
     }
     want = tfd.split(tfd.MemoryDataset(data), fr, seed=5, key="id")

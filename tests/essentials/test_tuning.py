@@ -62,7 +62,9 @@ def test_tune_backs_off_on_errors_and_memory_pressure(small, monkeypatch):
     assert result.num_workers == 0 and result.table[1].status == "memory pressure"
 
 
-def test_auto_num_workers_is_cached_per_fingerprint_in_memory_and_on_disk(small, monkeypatch, tmp_path):
+def test_auto_num_workers_is_cached_per_fingerprint_in_memory_and_on_disk(
+    small, monkeypatch, tmp_path
+):
     calls = []
     real = tuning.tune
 
