@@ -612,7 +612,9 @@ class HardExampleSampler(_DrawSampler):
 
     The state dict holds the loss table (as base64 little-endian float32, NaN for "not seen",
     about 5.3 bytes per example) and the table the current epoch was drawn from when it is
-    mid-epoch. Under DDP every rank must hold the same table: pass ``all_ranks=True`` to
+    mid-epoch. With ``num_workers > 0`` also save :meth:`loop_state_dict` when checkpointing and
+    restore it with :meth:`load_loop_state_dict` (NOTE [ Loss tables and worker snapshots ]).
+    Under DDP every rank must hold the same table: pass ``all_ranks=True`` to
     :meth:`update` to gather every rank's losses (a collective: call it on every rank).
     """
 
@@ -648,6 +650,7 @@ class HardExampleSampler(_DrawSampler):
         self.losses = np.full(self.num_items, np.nan)  # NaN: not seen yet
         self.updates = 0
         self._epoch_losses: np.ndarray | None = None  # the table this epoch was drawn from
+        self._loop_state_loaded = False
 
     def update(self, indices: Any, losses: Any, *, all_ranks: bool = False) -> None:
         """Record the losses of ``indices`` (tensors, arrays or lists; same length)."""
@@ -709,8 +712,7 @@ class HardExampleSampler(_DrawSampler):
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state["losses"] = _encode_floats(self.losses)
-        state["updates"] = self.updates
+        state.update(self.loop_state_dict())
         mid_epoch = 0 < self._yielded < len(self)
         state["epoch_losses"] = (
             _encode_floats(self._epoch_losses)
@@ -721,14 +723,35 @@ class HardExampleSampler(_DrawSampler):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.losses = _decode_floats(state["losses"], self.num_items, "losses")
-        self.updates = int(state.get("updates", 0))
+        if self._loop_state_loaded:
+            self._loop_state_loaded = False  # a newer table was restored explicitly: keep it
+        else:
+            self.load_loop_state_dict(state)
+            self._loop_state_loaded = False
         epoch_losses = state.get("epoch_losses")
         self._epoch_losses = (
             None
             if epoch_losses is None
             else _decode_floats(epoch_losses, self.num_items, "epoch_losses")
         )
+
+    # NOTE [ Loss tables and worker snapshots ]
+    # With num_workers > 0 torchdata snapshots a sampler when a batch's indices go to a worker,
+    # before the training loop has reported that batch's losses (or those of the batches still
+    # in flight). The loss table is state of the *training loop*, so it can also be saved and
+    # restored on its own, at the moment the checkpoint is written: loop_state_dict() /
+    # load_loop_state_dict(). A table restored that way wins over the (older) one inside the
+    # loader's snapshot, which is applied later, when the resumed loader starts iterating.
+
+    def loop_state_dict(self) -> dict[str, Any]:
+        """The loss table as of now (JSON-serialisable)."""
+        return {"losses": _encode_floats(self.losses), "updates": self.updates}
+
+    def load_loop_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the loss table saved by :meth:`loop_state_dict` (or :meth:`state_dict`)."""
+        self.losses = _decode_floats(state["losses"], self.num_items, "losses")
+        self.updates = int(state.get("updates", 0))
+        self._loop_state_loaded = True
 
 
 def _gather_all_ranks(idx: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -234,20 +234,24 @@ def _train_with_hard_examples(ds, loader, sampler, epochs, stop_after=None):
     return seen, None
 
 
-def test_hard_example_sampler_in_a_training_loop_resumes_exactly(ds):
-    """num_workers=0: the state is taken when asked, so the loss table is complete."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_hard_example_sampler_in_a_training_loop_resumes_exactly(ds, workers):
+    """With workers the loader's snapshot predates the last loss updates, so the loop's own
+    table (loop_state_dict) goes into the checkpoint too; with 0 workers it is not needed."""
 
     def setup():
         s = tfd.HardExampleSampler(len(ds), seed=9)
-        return s, tfd.DataLoader(ds, batch_size=16, sampler=s, seed=1)
+        return s, tfd.DataLoader(ds, batch_size=16, sampler=s, seed=1, num_workers=workers)
 
     s, dl = setup()
     full, _ = _train_with_hard_examples(ds, dl, s, epochs=3)
 
     s1, dl1 = setup()
     head, _ = _train_with_hard_examples(ds, dl1, s1, epochs=3, stop_after=11)
-    state = roundtrip(dl1.state_dict())
+    state = roundtrip({"loader": dl1.state_dict(), "losses": s1.loop_state_dict()})
     s2, dl2 = setup()
-    dl2.load_state_dict(state)
+    dl2.load_state_dict(state["loader"])
+    if workers:
+        s2.load_loop_state_dict(state["losses"])
     tail, _ = _train_with_hard_examples(ds, dl2, s2, epochs=2)  # rest of epoch 1, then epoch 2
     assert head + tail == full
