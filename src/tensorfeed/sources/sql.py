@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import re
 import threading
 import uuid
@@ -286,7 +287,15 @@ class _Backend:
     def connect(self) -> Any:
         raise NotImplementedError
 
-    def table(self, conn: Any, sql: str, params: list[Any], typing: _Typing = None) -> pa.Table:
+    def table(
+        self,
+        conn: Any,
+        sql: str,
+        params: list[Any],
+        typing: _Typing = None,
+        cursors: dict[str, Any] | None = None,
+    ) -> pa.Table:
+        """Run ``sql`` and return its rows; ``cursors`` keeps one prepared statement per SQL."""
         raise NotImplementedError
 
     def schema(self, conn: Any, sql: str, params: list[Any]) -> list[str]:
@@ -340,12 +349,25 @@ class _Postgres(_Backend):
         finally:
             cur.close()
 
-    def table(self, conn: Any, sql: str, params: list[Any], typing: _Typing = None) -> pa.Table:
-        cur = self._run(conn, sql, params)
-        try:
-            return _pg_normalise(cur.fetch_arrow_table())
-        finally:
-            cur.close()
+    def table(
+        self,
+        conn: Any,
+        sql: str,
+        params: list[Any],
+        typing: _Typing = None,
+        cursors: dict[str, Any] | None = None,
+    ) -> pa.Table:
+        if cursors is None:
+            cur = self._run(conn, sql, params)
+            try:
+                return _pg_normalise(cur.fetch_arrow_table())
+            finally:
+                cur.close()
+        cur = cursors.get(sql)
+        if cur is None:  # the same cursor re-executes its prepared statement: no re-planning
+            cur = cursors[sql] = conn.cursor()
+        cur.execute(sql, _pg_params(params) if params else None)
+        return _pg_normalise(cur.fetch_arrow_table())
 
     def schema(self, conn: Any, sql: str, params: list[Any]) -> list[str]:
         return self.table(conn, sql, params).column_names
@@ -362,8 +384,9 @@ class _Postgres(_Backend):
                 **{"adbc.postgresql.batch_size_hint_bytes": _PG_BATCH_BYTES}
             )
             cur.execute(sql)
-            reader = cur.fetch_record_batch()
-            for batch in reader:
+            # Decoding COPY data runs in C++ without the GIL: read ahead on a thread while the
+            # consumer turns the previous batch into tensors (at most _READ_AHEAD batches held).
+            for batch in _read_ahead(iter(cur.fetch_record_batch()), _READ_AHEAD):
                 yield from _slices(_pg_normalise(pa.Table.from_batches([batch])), chunk_rows)
         finally:
             cur.close()
@@ -425,6 +448,54 @@ def _pg_normalise(t: pa.Table) -> pa.Table:
     return pa.table(cols, names=t.column_names)
 
 
+_READ_AHEAD = 2
+_DONE = object()
+
+
+def _read_ahead(it: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Items of ``it``, produced by a background thread at most ``depth`` items ahead. Errors are
+    re-raised here; stopping early stops the thread before this generator returns."""
+    q: queue.Queue[Any] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.05)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as exc:  # handed to the consumer
+            q.put(_Raised(exc))
+
+    thread = threading.Thread(target=produce, name="tensorfeed-sql-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Raised):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                q.get(timeout=0.05)
+        thread.join()
+
+
+@dataclass(frozen=True)
+class _Raised:
+    exc: BaseException
+
+
 def _slices(t: pa.Table, rows: int) -> Iterator[pa.Table]:
     for start in range(0, t.num_rows, rows):
         yield t.slice(start, rows)
@@ -450,8 +521,15 @@ class _SQLite(_Backend):
         cur = conn.execute(sql, params)
         return [d[0] for d in cur.description or ()], cur
 
-    def table(self, conn: Any, sql: str, params: list[Any], typing: _Typing = None) -> pa.Table:
-        names, cur = self._rows(conn, sql, params)
+    def table(
+        self,
+        conn: Any,
+        sql: str,
+        params: list[Any],
+        typing: _Typing = None,
+        cursors: dict[str, Any] | None = None,
+    ) -> pa.Table:
+        names, cur = self._rows(conn, sql, params)  # sqlite3 caches prepared statements itself
         try:
             return _rows_to_arrow(names, cur.fetchall(), typing)
         finally:
@@ -570,6 +648,17 @@ class _Reader:
         self.snapshot: str | None = None
         self.lock = threading.Lock()
         self.queries = 0  # statements run for batches: tests check one per batch
+        self.cursors: dict[str, Any] = {}
+
+    def table(self, sql: str, params: list[Any], typing: _Typing) -> pa.Table:
+        self.queries += 1
+        return self.backend.table(self.conn, sql, params, typing, self.cursors)
+
+    def _close_cursors(self) -> None:
+        cursors, self.cursors = self.cursors, {}
+        for cur in cursors.values():
+            with contextlib.suppress(Exception):
+                cur.close()
 
     def enter(self, snapshot: str | None, where: str) -> None:
         """Make sure this connection reads inside ``snapshot`` (PostgreSQL)."""
@@ -595,6 +684,7 @@ class _Reader:
 
     def reset(self) -> None:
         """After a failed statement the transaction is aborted: start again on next use."""
+        self._close_cursors()
         if self.snapshot is not None and isinstance(self.backend, _Postgres):
             with contextlib.suppress(Exception):
                 self.backend.execute(self.conn, "ROLLBACK")
@@ -602,8 +692,9 @@ class _Reader:
 
     def close(self) -> None:
         if self.pid != os.getpid():
-            _ABANDONED.append(self.conn)
+            _ABANDONED.append(self)  # cursors included: no destructor may touch the socket
             return
+        self._close_cursors()
         self.backend.close(self.conn)
 
 
@@ -914,10 +1005,25 @@ class SQLDataset(_SQLCommon, MapDataset):
         wanted = self._keys_at(indices)
         if len(wanted) == 0:
             return self._visible(self._empty())
-        sql, params = self._fetch_sql()
-        keys = self._backend_keys_param(wanted)
-        table = self._run_locked(sql, [*params, keys], self._typing())
+        if _is_run(indices):  # a sequential loader, a cache being filled: a key range scan
+            sql, params = self._range_sql()
+            ends = self._keys_at(indices[[0, -1]])
+            lo, hi = ends.to_pylist() if isinstance(ends, pa.Array) else ends.tolist()
+            table = self._run_locked(sql, [*params, lo, hi], self._typing())
+        else:
+            sql, params = self._fetch_sql()
+            keys = self._backend_keys_param(wanted)
+            table = self._run_locked(sql, [*params, keys], self._typing())
         return self._visible(self._reorder(table, wanted))
+
+    def _range_sql(self) -> tuple[str, list[Any]]:
+        frm, params = self.src.from_clause()
+        qk = f"tfd_src.{self.src.quote(self.key or '')}"
+        lo, hi = self.src.placeholder(len(params)), self.src.placeholder(len(params) + 1)
+        return (
+            f"SELECT {self._select_list()} FROM {frm} WHERE {qk} >= {lo} AND {qk} <= {hi}",
+            params,
+        )
 
     def _empty(self) -> pa.Table:
         return pa.table({c: pa.array([], pa.null()) for c in self._needed()})
@@ -966,8 +1072,7 @@ class SQLDataset(_SQLCommon, MapDataset):
         with r.lock:
             try:
                 r.enter(self._snapshot, self.describe())
-                r.queries += 1
-                return r.backend.table(r.conn, sql, params, typing)
+                return r.table(sql, params, typing)
             except _MixedTypes as exc:
                 raise _mixed(exc, self.describe()) from None
             except TensorfeedError:
@@ -982,6 +1087,16 @@ class SQLDataset(_SQLCommon, MapDataset):
     def fingerprint(self) -> str:
         params = _digest([repr(v) for v in self.src.params or ()])
         return _digest(["SQLDataset", self.describe(), self.columns, params, len(self)])
+
+
+def _is_run(indices: np.ndarray) -> bool:
+    """``indices`` are i, i+1, ..., i+n-1 (n >= 2): the keys between two bounds, no others."""
+    n = len(indices)
+    return (
+        n >= 2
+        and int(indices[-1]) - int(indices[0]) == n - 1
+        and bool(np.all(np.diff(indices) == 1))
+    )
 
 
 def _strip_options(url: Any, options: Mapping[str, str]) -> str:
