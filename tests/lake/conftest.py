@@ -51,8 +51,9 @@ def lake_tables(rows_per_file: int = ROWS_PER_FILE, seed: int = 0) -> dict[str, 
     return out
 
 
-def write_local(root: Path, tables: dict[str, pa.Table], fmt: str = "parquet",
-                row_group: int = ROW_GROUP) -> Path:
+def write_local(
+    root: Path, tables: dict[str, pa.Table], fmt: str = "parquet", row_group: int = ROW_GROUP
+) -> Path:
     for rel, t in tables.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,8 +61,9 @@ def write_local(root: Path, tables: dict[str, pa.Table], fmt: str = "parquet",
     return root
 
 
-def write_table(t: pa.Table, path: Path | io.BytesIO, fmt: str = "parquet",
-                row_group: int = ROW_GROUP) -> None:
+def write_table(
+    t: pa.Table, path: Path | io.BytesIO, fmt: str = "parquet", row_group: int = ROW_GROUP
+) -> None:
     if fmt == "parquet":
         pq.write_table(t, path, row_group_size=row_group, compression="snappy")
     elif fmt == "csv":
@@ -147,8 +149,14 @@ def s3_options(endpoint: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def upload(boto: Any, bucket: str, prefix: str, tables: dict[str, pa.Table],
-           fmt: str = "parquet", row_group: int = ROW_GROUP) -> None:
+def upload(
+    boto: Any,
+    bucket: str,
+    prefix: str,
+    tables: dict[str, pa.Table],
+    fmt: str = "parquet",
+    row_group: int = ROW_GROUP,
+) -> None:
     for rel, t in tables.items():
         buf = io.BytesIO()
         write_table(t, buf, fmt, row_group)

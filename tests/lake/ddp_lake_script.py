@@ -20,7 +20,9 @@ def main() -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     stream = tfd.LakeStream(lake, shuffle_buffer=20, seed=7)
-    ids = [i for b in tfd.DataLoader(stream, batch_size=16, num_workers=2) for i in b["id"].tolist()]
+    ids = [
+        i for b in tfd.DataLoader(stream, batch_size=16, num_workers=2) for i in b["id"].tolist()
+    ]
     (out / f"stream-{rank}.txt").write_text("\n".join(map(str, ids)))
     ds = tfd.LakeDataset(lake, columns=["id"])
     loader = tfd.DataLoader(ds, batch_size=16, sampler=ds.locality_sampler(seed=7, window=2))

@@ -31,13 +31,13 @@ def test_corrupt_row_group_names_file_and_row_group(local_lake: Path, stream: bo
     victim = local_lake / "year=2021/region=EU/part-0.parquet"
     _corrupt_row_group(victim, 2)
     if stream:
-        with pytest.raises(DataError, match="row group 2 of .*year=2021/region=EU") as err:
+        with pytest.raises(DataError, match=r"row group 2 of .*year=2021/region=EU") as err:
             list(tfd.DataLoader(tfd.LakeStream(str(local_lake)), batch_size=50))
     else:
         ds = tfd.LakeDataset(str(local_lake))  # the index is built from footers: it works
         first = 2 * 60  # third file in path order
         ds[first + ROW_GROUP * 2 - 1]  # row group 1 of the damaged file still reads
-        with pytest.raises(DataError, match="row group 2 of .*year=2021/region=EU") as err:
+        with pytest.raises(DataError, match=r"row group 2 of .*year=2021/region=EU") as err:
             ds[first + ROW_GROUP * 2]
     assert "corrupt" in str(err.value)
 
@@ -45,7 +45,7 @@ def test_corrupt_row_group_names_file_and_row_group(local_lake: Path, stream: bo
 def test_truncated_file_names_the_file(local_lake: Path) -> None:
     victim = local_lake / "year=2020/region=US/part-0.parquet"
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
-    with pytest.raises(DataError, match="year=2020/region=US/part-0.parquet") as err:
+    with pytest.raises(DataError, match=r"year=2020/region=US/part-0.parquet") as err:
         tfd.LakeDataset(str(local_lake))
     assert "truncated" in str(err.value)
 
@@ -60,7 +60,7 @@ def test_schema_conflict_names_both_files_and_the_column(tmp_path: Path) -> None
     msg = str(err.value)
     assert "'age'" in msg and "a.parquet" in msg and "b.parquet" in msg
     pq.write_table(pa.table({"id": [3]}), root / "b.parquet")  # a missing column
-    with pytest.raises(DataError, match="'age' is in .*a.parquet but not in .*b.parquet"):
+    with pytest.raises(DataError, match=r"'age' is in .*a.parquet but not in .*b.parquet"):
         tfd.LakeStream(str(root))
     # selecting the common columns is the way out
     assert len(tfd.LakeDataset(str(root), columns=["id"])) == 3

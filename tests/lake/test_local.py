@@ -12,7 +12,16 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import N_ROWS, REGIONS, ROW_GROUP, ROWS_PER_FILE, YEARS, ids_of, lake_tables, write_local
+from conftest import (
+    N_ROWS,
+    REGIONS,
+    ROW_GROUP,
+    ROWS_PER_FILE,
+    YEARS,
+    ids_of,
+    lake_tables,
+    write_local,
+)
 
 import tensorfeed as tfd
 from tensorfeed.errors import SourceChangedError
@@ -130,15 +139,32 @@ def _counting_fs():
         def open_input_stream(self, path: str):
             return self.open_input_file(path)
 
-        def create_dir(self, *a): raise NotImplementedError
-        def delete_dir(self, *a): raise NotImplementedError
-        def delete_dir_contents(self, *a, **k): raise NotImplementedError
-        def delete_root_dir_contents(self): raise NotImplementedError
-        def delete_file(self, *a): raise NotImplementedError
-        def move(self, *a): raise NotImplementedError
-        def copy_file(self, *a): raise NotImplementedError
-        def open_output_stream(self, *a): raise NotImplementedError
-        def open_append_stream(self, *a): raise NotImplementedError
+        def create_dir(self, *a):
+            raise NotImplementedError
+
+        def delete_dir(self, *a):
+            raise NotImplementedError
+
+        def delete_dir_contents(self, *a, **k):
+            raise NotImplementedError
+
+        def delete_root_dir_contents(self):
+            raise NotImplementedError
+
+        def delete_file(self, *a):
+            raise NotImplementedError
+
+        def move(self, *a):
+            raise NotImplementedError
+
+        def copy_file(self, *a):
+            raise NotImplementedError
+
+        def open_output_stream(self, *a):
+            raise NotImplementedError
+
+        def open_append_stream(self, *a):
+            raise NotImplementedError
 
     h = Counting()
     return pafs.PyFileSystem(h), h
@@ -146,8 +172,9 @@ def _counting_fs():
 
 def test_filter_pushdown_never_opens_excluded_partitions(local_lake: Path) -> None:
     fs, h = _counting_fs()
-    ds = tfd.LakeDataset(str(local_lake), filter=[("year", "=", 2021), ("region", "=", "EU")],
-                         filesystem=fs)
+    ds = tfd.LakeDataset(
+        str(local_lake), filter=[("year", "=", 2021), ("region", "=", "EU")], filesystem=fs
+    )
     assert len(ds) == ROWS_PER_FILE
     list(tfd.DataLoader(ds, batch_size=25))
     opened = {Path(p).parent.parent.name + "/" + Path(p).parent.name for p in h.opens}
@@ -155,8 +182,9 @@ def test_filter_pushdown_never_opens_excluded_partitions(local_lake: Path) -> No
     # an expression works the same way
     fs2, h2 = _counting_fs()
     ds2 = tfd.LakeDataset(str(local_lake), filter=pads.field("year") >= 2022, filesystem=fs2)
-    assert sorted(ids_of([ds2[i] for i in range(len(ds2))])) == list(range(4 * ROWS_PER_FILE,
-                                                                            N_ROWS))
+    assert sorted(ids_of([ds2[i] for i in range(len(ds2))])) == list(
+        range(4 * ROWS_PER_FILE, N_ROWS)
+    )
     assert all("year=2022" in p for p in h2.opens)
 
 
@@ -194,7 +222,9 @@ def test_row_filter_on_data_and_partition_columns(local_lake: Path) -> None:
     want = sorted(ref.filter(expr).column("id").to_pylist())
     ds = tfd.LakeDataset(str(local_lake), filter=expr)
     assert len(ds) == len(want)
-    assert sorted(ids_of([ds.__getitems__(list(range(len(ds))))[i] for i in range(len(ds))])) == want
+    assert (
+        sorted(ids_of([ds.__getitems__(list(range(len(ds))))[i] for i in range(len(ds))])) == want
+    )
     st = tfd.LakeStream(str(local_lake), filter=expr)
     assert sorted(ids_of(tfd.DataLoader(st, batch_size=9))) == want
     dnf = [[("year", "in", [2020, 2022]), ("label", "=", 1)], [("region", "!=", "EU")]]
@@ -219,8 +249,10 @@ def test_csv_and_ndjson_lakes(tmp_path: Path, fmt: str) -> None:
         write_table(t, p, fmt)
     ds = tfd.LakeDataset(str(root), format=fmt, filter=[("year", ">=", 2021), ("age", "<", 60)])
     ref = pa.concat_tables(
-        [t.append_column("year", pa.array([int(k[5:9])] * t.num_rows, pa.int32()))
-         for k, t in tables.items()]
+        [
+            t.append_column("year", pa.array([int(k[5:9])] * t.num_rows, pa.int32()))
+            for k, t in tables.items()
+        ]
     )
     want = ref.filter((pads.field("year") >= 2021) & (pads.field("age") < 60))
     assert len(ds) == want.num_rows
@@ -234,8 +266,10 @@ def test_csv_and_ndjson_lakes(tmp_path: Path, fmt: str) -> None:
 def test_glob_list_file_url_and_from_url(local_lake: Path) -> None:
     ds = tfd.LakeDataset(str(local_lake / "year=202[01]" / "*" / "*.parquet"))
     assert len(ds) == 4 * ROWS_PER_FILE and ds.schema.field("year").type == pa.int32()
-    files = [str(local_lake / "year=2022/region=US/part-0.parquet"),
-             str(local_lake / "year=2020/region=EU/part-0.parquet")]
+    files = [
+        str(local_lake / "year=2022/region=US/part-0.parquet"),
+        str(local_lake / "year=2020/region=EU/part-0.parquet"),
+    ]
     ds = tfd.LakeDataset(files)
     assert len(ds) == 2 * ROWS_PER_FILE and ds[0]["year"] == 2020  # sorted path order
     ds = tfd.LakeDataset.from_url(f"file://{local_lake}?columns=id,region")
@@ -249,10 +283,14 @@ def test_glob_list_file_url_and_from_url(local_lake: Path) -> None:
 def test_schema_widening_rule(tmp_path: Path) -> None:
     root = tmp_path / "w"
     root.mkdir()
-    pq.write_table(pa.table({"id": pa.array([0, 1], pa.int32()), "v": pa.array([1, 2], pa.int64())}),
-                   root / "a.parquet")
-    pq.write_table(pa.table({"id": pa.array([2], pa.int64()), "v": pa.array([0.5], pa.float32())}),
-                   root / "b.parquet")
+    pq.write_table(
+        pa.table({"id": pa.array([0, 1], pa.int32()), "v": pa.array([1, 2], pa.int64())}),
+        root / "a.parquet",
+    )
+    pq.write_table(
+        pa.table({"id": pa.array([2], pa.int64()), "v": pa.array([0.5], pa.float32())}),
+        root / "b.parquet",
+    )
     ds = tfd.LakeDataset(str(root))
     assert ds.schema.field("id").type == pa.int64() and ds.schema.field("v").type == pa.float64()
     assert ds.__getitems__([0, 1, 2]).table.column("v").to_pylist() == [1.0, 2.0, 0.5]
@@ -265,8 +303,9 @@ def test_schema_widening_rule(tmp_path: Path) -> None:
 def test_map_style_exactly_once(local_lake: Path, workers: int) -> None:
     ds = tfd.LakeDataset(str(local_lake))
     for sampler in (None, ds.locality_sampler(seed=3, window=2), ds.sampler("uniform", seed=1)):
-        loader = tfd.DataLoader(ds, batch_size=13, shuffle=sampler is None, sampler=sampler,
-                                num_workers=workers)
+        loader = tfd.DataLoader(
+            ds, batch_size=13, shuffle=sampler is None, sampler=sampler, num_workers=workers
+        )
         got = ids_of(loader)
         assert sorted(got) == list(range(N_ROWS))
         assert got != list(range(N_ROWS))
@@ -306,8 +345,9 @@ def test_stream_resume_mid_epoch(local_lake: Path) -> None:
     it = iter(loader)
     head = ids_of([next(it) for _ in range(7)])
     state = loader.state_dict()
-    again = tfd.DataLoader(tfd.LakeStream(str(local_lake), filter=[("age", ">=", 40)]),
-                           batch_size=10)
+    again = tfd.DataLoader(
+        tfd.LakeStream(str(local_lake), filter=[("age", ">=", 40)]), batch_size=10
+    )
     again.load_state_dict(state)
     assert head + ids_of(again) == full
 
@@ -341,8 +381,10 @@ def test_locality_sampler_properties(local_lake: Path) -> None:
     s3.load_state_dict(state)
     assert head + list(s3) == list(s)
     # ranks take disjoint, covering shares
-    shares = [list(ds.locality_sampler(seed=5, window=2, rank=r, world_size=3, ddp="drop"))
-              for r in range(3)]
+    shares = [
+        list(ds.locality_sampler(seed=5, window=2, rank=r, world_size=3, ddp="drop"))
+        for r in range(3)
+    ]
     flat = [i for sh in shares for i in sh]
     assert len(flat) == len(set(flat)) == len(ds) // 3 * 3
 
@@ -375,8 +417,17 @@ def test_stream_new_files_join_next_epoch_and_replacement_fails(local_lake: Path
     first = ids_of([next(it)])
     extra = local_lake / "year=2023/region=EU/part-0.parquet"
     extra.parent.mkdir(parents=True)
-    pq.write_table(pa.table({"id": np.arange(1000, 1010), "age": np.arange(10),
-                             "x": np.zeros(10), "label": np.zeros(10, np.int64)}), extra)
+    pq.write_table(
+        pa.table(
+            {
+                "id": np.arange(1000, 1010),
+                "age": np.arange(10),
+                "x": np.zeros(10),
+                "label": np.zeros(10, np.int64),
+            }
+        ),
+        extra,
+    )
     rest = ids_of(it)
     assert sorted(first + rest) == list(range(N_ROWS)), "a file added mid-epoch leaked in"
     assert sorted(ids_of(loader)) == list(range(N_ROWS)) + list(range(1000, 1010))
@@ -384,7 +435,16 @@ def test_stream_new_files_join_next_epoch_and_replacement_fails(local_lake: Path
     it = iter(loader)
     next(it)
     victim = local_lake / "year=2022/region=US/part-0.parquet"
-    pq.write_table(pa.table({"id": np.arange(5), "age": np.arange(5), "x": np.zeros(5),
-                             "label": np.zeros(5, np.int64)}), victim)
+    pq.write_table(
+        pa.table(
+            {
+                "id": np.arange(5),
+                "age": np.arange(5),
+                "x": np.zeros(5),
+                "label": np.zeros(5, np.int64),
+            }
+        ),
+        victim,
+    )
     with pytest.raises(SourceChangedError, match="year=2022/region=US"):
         list(it)

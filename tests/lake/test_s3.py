@@ -31,16 +31,19 @@ def test_reads_s3_like_local(s3_lake: str, moto_endpoint: str) -> None:
 
 
 def test_glob_and_from_url_on_s3(s3_lake: str, moto_endpoint: str) -> None:
-    ds = tfd.LakeDataset(s3_lake + "/year=2021/*/*.parquet",
-                         storage_options=s3_options(moto_endpoint))
+    ds = tfd.LakeDataset(
+        s3_lake + "/year=2021/*/*.parquet", storage_options=s3_options(moto_endpoint)
+    )
     assert len(ds) == 2 * ROWS_PER_FILE and set(ds.column("year").tolist()) == {2021}
-    ds = tfd.LakeDataset.from_url(s3_lake, storage_options=s3_options(moto_endpoint),
-                                  columns=["id"])
+    ds = tfd.LakeDataset.from_url(
+        s3_lake, storage_options=s3_options(moto_endpoint), columns=["id"]
+    )
     assert ds.schema.names == ["id"]
 
 
-def test_standard_aws_environment_variables(s3_lake: str, moto_endpoint: str,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_standard_aws_environment_variables(
+    s3_lake: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
@@ -53,8 +56,9 @@ def test_standard_aws_environment_variables(s3_lake: str, moto_endpoint: str,
 def test_exactly_once_with_workers(s3_lake: str, moto_endpoint: str, workers: int) -> None:
     opts = s3_options(moto_endpoint)
     ds = tfd.LakeDataset(s3_lake, storage_options=opts)
-    got = ids_of(tfd.DataLoader(ds, batch_size=17, sampler=ds.locality_sampler(seed=1),
-                                num_workers=workers))
+    got = ids_of(
+        tfd.DataLoader(ds, batch_size=17, sampler=ds.locality_sampler(seed=1), num_workers=workers)
+    )
     assert sorted(got) == list(range(N_ROWS))
     st = tfd.LakeStream(s3_lake, storage_options=opts, shuffle_buffer=30, seed=2)
     got = ids_of(tfd.DataLoader(st, batch_size=17, num_workers=workers))
@@ -62,26 +66,31 @@ def test_exactly_once_with_workers(s3_lake: str, moto_endpoint: str, workers: in
 
 
 def _keys(paths: list[str], bucket: str) -> set[str]:
-    return {p.split("?")[0][len(bucket) + 2 :] for p in paths
-            if p.startswith(f"/{bucket}/") and p.split("?")[0].endswith(".parquet")}
+    return {
+        p.split("?")[0][len(bucket) + 2 :]
+        for p in paths
+        if p.startswith(f"/{bucket}/") and p.split("?")[0].endswith(".parquet")
+    }
 
 
 def test_excluded_partitions_are_never_requested(s3_lake: str, fresh_proxy: Any) -> None:
     bucket = s3_lake[5:].split("/")[0]
     opts = s3_options(fresh_proxy.endpoint)
-    ds = tfd.LakeDataset(s3_lake, storage_options=opts,
-                         filter=[("year", "=", 2022), ("region", "=", "US")])
+    ds = tfd.LakeDataset(
+        s3_lake, storage_options=opts, filter=[("year", "=", 2022), ("region", "=", "US")]
+    )
     assert sorted(ds.column("id").tolist()) == list(range(N_ROWS - ROWS_PER_FILE, N_ROWS))
     st = tfd.LakeStream(s3_lake, storage_options=opts, filter=[("year", "=", 2022)])
     assert len(ids_of(tfd.DataLoader(st, batch_size=50))) == 2 * ROWS_PER_FILE
     touched = _keys(fresh_proxy.paths("GET") + fresh_proxy.paths("HEAD"), bucket)
-    assert touched == {"patients/year=2022/region=US/part-0.parquet",
-                       "patients/year=2022/region=EU/part-0.parquet"}
+    assert touched == {
+        "patients/year=2022/region=US/part-0.parquet",
+        "patients/year=2022/region=EU/part-0.parquet",
+    }
     assert fresh_proxy.paths("GET")  # it did talk to S3, through the proxy
 
 
-def test_excluded_row_groups_are_never_downloaded(boto: Any, bucket: str, fresh_proxy: Any
-                                                  ) -> None:
+def test_excluded_row_groups_are_never_downloaded(boto: Any, bucket: str, fresh_proxy: Any) -> None:
     n, rg = 8 * 4096, 4096
     rng = np.random.default_rng(0)
     t = pa.table({"id": np.arange(n, dtype=np.int64), "a": rng.random(n), "b": rng.random(n)})
@@ -92,11 +101,15 @@ def test_excluded_row_groups_are_never_downloaded(boto: Any, bucket: str, fresh_
     for i in range(meta.num_row_groups):
         cols = [meta.row_group(i).column(j) for j in range(meta.row_group(i).num_columns)]
         lo = min(c.dictionary_page_offset or c.data_page_offset for c in cols)
-        hi = max((c.dictionary_page_offset or c.data_page_offset) + c.total_compressed_size
-                 for c in cols)
+        hi = max(
+            (c.dictionary_page_offset or c.data_page_offset) + c.total_compressed_size for c in cols
+        )
         extents.append((lo, hi))
-    ds = tfd.LakeDataset(f"s3://{bucket}/big", filter=[("id", "<", 4096)],
-                         storage_options=s3_options(fresh_proxy.endpoint))
+    ds = tfd.LakeDataset(
+        f"s3://{bucket}/big",
+        filter=[("id", "<", 4096)],
+        storage_options=s3_options(fresh_proxy.endpoint),
+    )
     assert ds.column("id").tolist() == list(range(4096))
     ranges = fresh_proxy.ranges(f"/{bucket}/big/part.parquet")
     assert ranges, "no ranged GETs seen"
@@ -107,8 +120,9 @@ def test_excluded_row_groups_are_never_downloaded(boto: Any, bucket: str, fresh_
             assert not overlap or lo >= tail - 1, f"bytes of excluded row group {i} were read"
 
 
-def test_transient_503s_are_retried_and_every_row_arrives_once(s3_lake: str, fresh_proxy: Any
-                                                              ) -> None:
+def test_transient_503s_are_retried_and_every_row_arrives_once(
+    s3_lake: str, fresh_proxy: Any
+) -> None:
     opts = s3_options(fresh_proxy.endpoint)
     st = tfd.LakeStream(s3_lake, storage_options=opts)
     fresh_proxy.fail_next = 4  # more than the SDK's own attempts: our retry layer is needed too
@@ -120,10 +134,15 @@ def test_transient_503s_are_retried_and_every_row_arrives_once(s3_lake: str, fre
     assert sorted(ds.column("id").tolist()) == list(range(N_ROWS))
 
 
-def test_too_many_failures_give_a_clear_error_in_bounded_time(s3_lake: str, fresh_proxy: Any
-                                                              ) -> None:
-    opts = s3_options(fresh_proxy.endpoint, retries=2, retry_deadline=10,
-                      config_kwargs={"retries": {"max_attempts": 2}})
+def test_too_many_failures_give_a_clear_error_in_bounded_time(
+    s3_lake: str, fresh_proxy: Any
+) -> None:
+    opts = s3_options(
+        fresh_proxy.endpoint,
+        retries=2,
+        retry_deadline=10,
+        config_kwargs={"retries": {"max_attempts": 2}},
+    )
     fresh_proxy.fail_always = True
     t0 = time.monotonic()
     with pytest.raises(ConnectionFailedError, match="gave up after 2 attempt") as err:
@@ -171,8 +190,9 @@ def test_wrong_credentials_name_no_secret(s3_lake: str, moto_endpoint: str) -> N
     requests.post(moto_endpoint + "/moto-api/reset-auth", data=b"0", timeout=10)
     try:
         with pytest.raises(ConnectionFailedError, match="access denied") as err:
-            tfd.LakeDataset(s3_lake, storage_options=s3_options(moto_endpoint, key="AKIAWRONG",
-                                                                secret=secret))
+            tfd.LakeDataset(
+                s3_lake, storage_options=s3_options(moto_endpoint, key="AKIAWRONG", secret=secret)
+            )
     finally:
         requests.post(moto_endpoint + "/moto-api/reset-auth", data=b"inf", timeout=10)
     assert secret not in str(err.value)

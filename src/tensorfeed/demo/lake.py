@@ -139,12 +139,12 @@ def ensure_lake(
     from ..sources._lake_fs import filesystem_for, parse_location, parse_storage_options
 
     loc = parse_location(uri)
-    fs = filesystem_for(
-        loc.scheme, parse_storage_options(storage_options), loc.path.split("/", 1)[0]
-    )
+    s3 = parse_storage_options(storage_options)
+    fs = filesystem_for(loc.scheme, s3, loc.path.split("/", 1)[0])
     marker = parse_location(_marker(uri, rows, seed)).path
     if not rebuild and fs.get_file_info(marker).type == pafs.FileType.File:
         return False
+    out = _writer(loc.scheme, s3, fs)
     parts = generate(rows, seed)
     for (y, r), t in tqdm(
         parts.items(), desc="building the lake", unit="file", file=sys.stderr, leave=False
@@ -153,11 +153,32 @@ def ensure_lake(
         if loc.scheme == "file":
             os.makedirs(d, exist_ok=True)
         pq.write_table(
-            t, f"{d}/part-0000.parquet", filesystem=fs, row_group_size=16_384, compression="snappy"
+            t, f"{d}/part-0000.parquet", filesystem=out, row_group_size=16_384, compression="snappy"
         )
-    with fs.open_output_stream(marker) as f:
+    with out.open_output_stream(marker) as f:
         f.write(b"built by tensorfeed demo lake\n")
     return True
+
+
+def _writer(scheme: str, s3: Any, fs: Any) -> Any:
+    """The filesystem that writes the lake: s3fs for S3 when installed (plain PutObject for small
+    files, which every S3-compatible store accepts), else pyarrow's own."""
+    if scheme != "s3":
+        return fs
+    try:
+        import s3fs
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+    except ImportError:
+        return fs
+    client: dict[str, Any] = {}
+    if s3.endpoint_override:
+        client["endpoint_url"] = f"{s3.scheme or 'https'}://{s3.endpoint_override}"
+    if s3.region:
+        client["region_name"] = s3.region
+    kw: dict[str, Any] = {"client_kwargs": client, "anon": s3.anonymous}
+    if s3.access_key:
+        kw.update(key=s3.access_key, secret=s3.secret_key, token=s3.session_token)
+    return PyFileSystem(FSSpecHandler(s3fs.S3FileSystem(**kw)))
 
 
 # --------------------------------------------------------------------------- training

@@ -175,8 +175,14 @@ def display_uri(uri: Any) -> str:
 
 _FS_CACHE: dict[tuple[Any, ...], Any] = {}
 _AWS_ENV = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
 )
 
 
@@ -262,8 +268,10 @@ _PERMANENT_NET = re.compile(r"curlCode: 6\b|Could not resolve host")
 
 def is_transient(exc: BaseException) -> bool:
     text = str(exc)
-    return isinstance(exc, OSError) and bool(_TRANSIENT.search(text)) and not (
-        _PERMANENT_NET.search(text)
+    return (
+        isinstance(exc, OSError)
+        and bool(_TRANSIENT.search(text))
+        and not (_PERMANENT_NET.search(text))
     )
 
 
@@ -274,8 +282,9 @@ def scrub(text: str, s3: S3Options | None) -> str:
     return re.sub(r"(Credential=)[^/,\s]+", r"\1***", text)
 
 
-def translate(exc: BaseException, what: str, s3: S3Options | None, elapsed: float = 0.0,
-              attempts: int = 1) -> Exception:
+def translate(
+    exc: BaseException, what: str, s3: S3Options | None, elapsed: float = 0.0, attempts: int = 1
+) -> Exception:
     """An OSError from pyarrow.fs -> the tensorfeed error naming ``what`` (never a secret)."""
     msg = scrub(str(exc), s3)
     if _NO_BUCKET.search(msg):
@@ -373,13 +382,20 @@ def _expand(fs: Any, loc: Location, fmt: str, s3: S3Options | None) -> list[File
     shown = loc.display()
     if loc.glob:
         base = _glob_base(loc.path)
-        infos = retrying(
-            lambda: fs.get_file_info(pafs.FileSelector(base, recursive=True)), f"listing {shown}", s3
-        ) if _exists_dir(fs, base, s3, loc) else []
+        infos = (
+            retrying(
+                lambda: fs.get_file_info(pafs.FileSelector(base, recursive=True)),
+                f"listing {shown}",
+                s3,
+            )
+            if _exists_dir(fs, base, s3, loc)
+            else []
+        )
         files = [
             _entry(i, loc.scheme)
             for i in infos
-            if i.type == pafs.FileType.File and fnmatch.fnmatchcase(i.path, loc.path)
+            if i.type == pafs.FileType.File
+            and fnmatch.fnmatchcase(i.path, loc.path)
             and not _hidden(posixpath.relpath(i.path, base))
         ]
         if not files:
@@ -418,9 +434,7 @@ def _list_prefix(fs: Any, loc: Location, s3: S3Options | None) -> list[Any]:
     from pyarrow import fs as pafs
 
     return retrying(
-        lambda: fs.get_file_info(
-            pafs.FileSelector(loc.path, recursive=True, allow_not_found=True)
-        ),
+        lambda: fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True)),
         f"listing {loc.display()}",
         s3,
     )

@@ -96,7 +96,9 @@ def normalize_filter(filt: Any) -> tuple[Any, list[str]]:
             "tuples like [('age', '>=', 18), ('region', '=', 'EU')], "
             f"not {type(filt).__name__}"
         )
-    groups = filt if isinstance(filt[0], list | tuple) and not isinstance(filt[0][0], str) else [filt]
+    groups = (
+        filt if isinstance(filt[0], list | tuple) and not isinstance(filt[0][0], str) else [filt]
+    )
     names: list[str] = []
     for g in groups:
         for term in g:
@@ -153,8 +155,10 @@ def partition_expression(schema: pa.Schema, values: tuple[Any, ...]) -> Any:
 
     expr = None
     for f, v in zip(schema, values):
-        term = pads.field(f.name).is_null() if v is None else pads.field(f.name) == pa.scalar(
-            v, f.type
+        term = (
+            pads.field(f.name).is_null()
+            if v is None
+            else pads.field(f.name) == pa.scalar(v, f.type)
         )
         expr = term if expr is None else expr & term
     return expr
@@ -304,8 +308,9 @@ class FileFacts:
     text_table: pa.Table | None = None  # CSV/JSON: filter columns kept for the row filter
 
 
-def describe_corrupt(entry: FileEntry, exc: BaseException, s3: S3Options | None,
-                     rg: int | None = None) -> DataError:
+def describe_corrupt(
+    entry: FileEntry, exc: BaseException, s3: S3Options | None, rg: int | None = None
+) -> DataError:
     where = f"row group {rg} of " if rg is not None and rg >= 0 else ""
     reason = " ".join(scrub(str(exc), s3).split())
     return DataError(
@@ -319,8 +324,9 @@ def _looks_like_io(exc: BaseException) -> bool:
     return "AWS Error" in text or "curl" in text.lower() or isinstance(exc, FileNotFoundError)
 
 
-def read_facts(fs: Any, entry: FileEntry, spec: LakeSpec, keep: Sequence[str],
-               pexpr: Any = None) -> FileFacts:
+def read_facts(
+    fs: Any, entry: FileEntry, spec: LakeSpec, keep: Sequence[str], pexpr: Any = None
+) -> FileFacts:
     """Open one file and read its footer (Parquet) or the whole file (CSV/JSON)."""
     s3 = spec.s3_or_none()
 
@@ -452,7 +458,9 @@ def build_plan(
     """List, prune and index the lake (see NOTE [ How the lake index is built ])."""
     fs, files = list_files(spec.locations, spec.format, spec.s3, spec.filesystem)
     s3 = spec.s3_or_none()
-    raw = [parse_hive(f.path) for f in files] if spec.partitioning == "hive" else [{} for _ in files]
+    raw = (
+        [parse_hive(f.path) for f in files] if spec.partitioning == "hive" else [{} for _ in files]
+    )
     part_schema, part_values = infer_partitions(raw)
     pexprs = [partition_expression(part_schema, v) for v in part_values]
     expr, dnf_names = normalize_filter(spec.filter)
@@ -481,8 +489,9 @@ def build_plan(
 
     # 4. footers of the survivors (threads: round trips on S3)
     keep = tuple(guess_refs)
-    surv_facts: list[FileFacts] = _pool_map(lambda i: facts(i, keep), survivors,
-                                            threads if s3 else 4)
+    surv_facts: list[FileFacts] = _pool_map(
+        lambda i: facts(i, keep), survivors, threads if s3 else 4
+    )
     if cache is not None:
         cache.retain([files[i] for i in survivors])
     schema_facts = surv_facts or [facts(0, keep)]
@@ -500,8 +509,9 @@ def build_plan(
     if wanted is not None:
         unify_names = [c for c in wanted if c not in part_schema.names]
         unify_names += [c for c in filter_cols if c not in unify_names]
-    data_schema = unify_schemas([f.schema for f in schema_facts],
-                                [f.entry for f in schema_facts], unify_names)
+    data_schema = unify_schemas(
+        [f.schema for f in schema_facts], [f.entry for f in schema_facts], unify_names
+    )
     full = pa.schema([*data_schema, *part_schema])
     out_names = wanted if wanted is not None else full.names
     schema = pa.schema([full.field(n) for n in out_names])
@@ -515,8 +525,18 @@ def build_plan(
     units: list[tuple[int, int, int, int, bool]] = []  # file, rg, base, rows, partial
     for fi, f in zip(survivors, surv_facts):
         units.extend(_file_units(fi, f, row_filter, filter_cols, full))
-    plan = _assemble(pinned, part_schema, part_values, data_schema, schema, read_cols,
-                     row_filter, tuple(filter_cols), units, epoch)
+    plan = _assemble(
+        pinned,
+        part_schema,
+        part_values,
+        data_schema,
+        schema,
+        read_cols,
+        row_filter,
+        tuple(filter_cols),
+        units,
+        epoch,
+    )
     if resolve_partial and row_filter is not None:
         _resolve_partial(fs, spec, plan, dict(zip(survivors, surv_facts)), threads)
     elif not resolve_partial:
@@ -563,33 +583,48 @@ def _check_columns(spec: LakeSpec, full: pa.Schema, wanted: Sequence[str]) -> No
             )
 
 
-def _prune_partitions(fs: Any, files: list[FileEntry], part_values: list[tuple[Any, ...]],
-                      pexprs: list[Any], expr: Any, schema: pa.Schema) -> list[int]:
+def _prune_partitions(
+    fs: Any,
+    files: list[FileEntry],
+    part_values: list[tuple[Any, ...]],
+    pexprs: list[Any],
+    expr: Any,
+    schema: pa.Schema,
+) -> list[int]:
     import pyarrow.dataset as pads
 
     fmt = pads.ParquetFileFormat()
-    frags = [fmt.make_fragment(f.path, fs, partition_expression=pe, file_size=f.size)
-             for f, pe in zip(files, pexprs)]
+    frags = [
+        fmt.make_fragment(f.path, fs, partition_expression=pe, file_size=f.size)
+        for f, pe in zip(files, pexprs)
+    ]
     dataset = pads.FileSystemDataset(frags, schema, fmt, fs)
     keep = {frag.path for frag in dataset.get_fragments(filter=expr)}
     return [i for i, f in enumerate(files) if f.path in keep]
 
 
-def _file_units(fi: int, f: FileFacts, row_filter: Any, filter_cols: Sequence[str],
-                stats_schema: pa.Schema) -> list[tuple[int, int, int, int, bool]]:
+def _file_units(
+    fi: int, f: FileFacts, row_filter: Any, filter_cols: Sequence[str], stats_schema: pa.Schema
+) -> list[tuple[int, int, int, int, bool]]:
     bases = np.concatenate([[0], np.cumsum(f.rg_rows)[:-1]]).astype(np.int64)
     if f.fragment is None:  # CSV / JSON: the whole file is one unit
         n = int(f.rg_rows[0])
         return [(fi, -1, 0, n, row_filter is not None)] if n else []
     all_ids = range(len(f.rg_rows))
     if row_filter is None:
-        return [(fi, rg, int(bases[rg]), int(f.rg_rows[rg]), False) for rg in all_ids
-                if f.rg_rows[rg] > 0]
+        return [
+            (fi, rg, int(bases[rg]), int(f.rg_rows[rg]), False)
+            for rg in all_ids
+            if f.rg_rows[rg] > 0
+        ]
     # the fragment carries this file's partition values as its guarantee
     try:
-        kept = {rg.id for rg in f.fragment.subset(filter=row_filter, schema=stats_schema).row_groups}
-        none_fail = {rg.id for rg in
-                     f.fragment.subset(filter=~row_filter, schema=stats_schema).row_groups}
+        kept = {
+            rg.id for rg in f.fragment.subset(filter=row_filter, schema=stats_schema).row_groups
+        }
+        none_fail = {
+            rg.id for rg in f.fragment.subset(filter=~row_filter, schema=stats_schema).row_groups
+        }
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         kept, none_fail = set(all_ids), set(all_ids)
     out = []
@@ -614,10 +649,18 @@ def _no_nulls(meta: Any, rg: int, cols: Sequence[str]) -> bool:
     return True
 
 
-def _assemble(files: list[FileEntry], part_schema: pa.Schema, part_values: list[tuple[Any, ...]],
-              data_schema: pa.Schema, schema: pa.Schema, read_cols: tuple[str, ...],
-              row_filter: Any, filter_cols: tuple[str, ...],
-              units: list[tuple[int, int, int, int, bool]], epoch: int) -> Plan:
+def _assemble(
+    files: list[FileEntry],
+    part_schema: pa.Schema,
+    part_values: list[tuple[Any, ...]],
+    data_schema: pa.Schema,
+    schema: pa.Schema,
+    read_cols: tuple[str, ...],
+    row_filter: Any,
+    filter_cols: tuple[str, ...],
+    units: list[tuple[int, int, int, int, bool]],
+    epoch: int,
+) -> Plan:
     arr = np.array(units, dtype=np.int64).reshape(-1, 5)
     partial = arr[:, 4].astype(bool)
     rows = arr[:, 3].copy()
@@ -643,8 +686,9 @@ def _assemble(files: list[FileEntry], part_schema: pa.Schema, part_values: list[
     )
 
 
-def _resolve_partial(fs: Any, spec: LakeSpec, plan: Plan, facts: dict[int, FileFacts],
-                     threads: int) -> None:
+def _resolve_partial(
+    fs: Any, spec: LakeSpec, plan: Plan, facts: dict[int, FileFacts], threads: int
+) -> None:
     """Map-style: read the filter columns of each partial unit once; keep matching row numbers."""
     from ._lake_read import read_unit_table
 
@@ -655,8 +699,9 @@ def _resolve_partial(fs: Any, spec: LakeSpec, plan: Plan, facts: dict[int, FileF
         f = facts.get(fi)
         if f is not None and f.text_table is not None:
             table = f.text_table
-            table = cast_to(table, pa.schema([plan.data_schema.field(c)
-                                              for c in plan.filter_columns]))
+            table = cast_to(
+                table, pa.schema([plan.data_schema.field(c) for c in plan.filter_columns])
+            )
             table = _with_partitions(table, plan, fi)
         else:
             table = read_unit_table(fs, spec, plan, u, plan.filter_columns, validate=False)
@@ -680,14 +725,22 @@ def _resolve_partial(fs: Any, spec: LakeSpec, plan: Plan, facts: dict[int, FileF
 
 
 def _drop_units(plan: Plan, keep: np.ndarray) -> None:
-    for name in ("unit_file", "unit_rg", "unit_base", "unit_total", "unit_partial",
-                 "unit_rows", "sel_off"):
+    for name in (
+        "unit_file",
+        "unit_rg",
+        "unit_base",
+        "unit_total",
+        "unit_partial",
+        "unit_rows",
+        "sel_off",
+    ):
         setattr(plan, name, getattr(plan, name)[keep])
 
 
 def _with_partitions(table: pa.Table, plan: Plan, fi: int) -> pa.Table:
-    for f, col in zip(plan.part_schema, partition_columns(plan.part_schema, plan.part_values[fi],
-                                                          table.num_rows)):
+    for f, col in zip(
+        plan.part_schema, partition_columns(plan.part_schema, plan.part_values[fi], table.num_rows)
+    ):
         table = table.append_column(f, col)
     return table
 

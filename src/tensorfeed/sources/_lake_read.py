@@ -144,14 +144,21 @@ def read_unit_table(
         raise DataError(f"{entry.display} has no column {missing[0]!r}")
     data = cast_to(data, pa.schema([plan.data_schema.field(c) for c in columns]))
     n = data.num_rows
-    for f, col in zip(plan.part_schema, partition_columns(plan.part_schema,
-                                                          plan.part_values[fi], n)):
+    for f, col in zip(
+        plan.part_schema, partition_columns(plan.part_schema, plan.part_values[fi], n)
+    ):
         data = data.append_column(f, col)
     return data
 
 
-def check_nulls(table: pa.Table, columns: Sequence[str], plan: Plan, u: int,
-                rows: np.ndarray | None, first_row: int = 0) -> None:
+def check_nulls(
+    table: pa.Table,
+    columns: Sequence[str],
+    plan: Plan,
+    u: int,
+    rows: np.ndarray | None,
+    first_row: int = 0,
+) -> None:
     """A NULL in a column that becomes a tensor: a DataError naming the file and the row."""
     import pyarrow.compute as pc
 
@@ -176,8 +183,11 @@ def _becomes_tensor(t: pa.DataType) -> bool:
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         return True
     return bool(
-        pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
-        or pa.types.is_boolean(t) or pa.types.is_temporal(t)
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_decimal(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_temporal(t)
     )
 
 

@@ -155,22 +155,34 @@ def _describe_index(plan: Plan, starts: np.ndarray, idx: int) -> str:
 
 
 class _Decoded:
-    """A decoded unit in the cache: the Arrow table and, per column, a zero-copy numpy view when
-    the column is a fixed-width number without NULLs (gathered with numpy, the fast path)."""
+    """A decoded unit in the cache. Fixed-width numeric columns without NULLs are kept as one
+    row-major ``[rows, columns]`` numpy matrix per dtype, so gathering a batch costs one numpy
+    take per dtype per row group (a row's values share cache lines) instead of one per column;
+    other columns stay Arrow arrays."""
 
-    __slots__ = ("nbytes", "table", "views")
+    __slots__ = ("arrow", "groups", "layout", "nbytes")
 
     def __init__(self, table: pa.Table) -> None:
-        self.table = table.combine_chunks()
-        self.nbytes = self.table.nbytes
-        self.views: list[np.ndarray | None] = []
-        for col in self.table.columns:
+        by_dtype: dict[np.dtype[Any], list[tuple[int, np.ndarray]]] = {}
+        self.arrow: dict[int, pa.Array] = {}
+        for j, col in enumerate(table.columns):
             t = col.type
-            view = None
-            if (pa.types.is_integer(t) or pa.types.is_floating(t)) and col.null_count == 0:
-                chunk = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-                view = chunk.to_numpy(zero_copy_only=True)
-            self.views.append(view)
+            arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+            if (pa.types.is_integer(t) or pa.types.is_floating(t)) and arr.null_count == 0:
+                view = arr.to_numpy(zero_copy_only=True)
+                by_dtype.setdefault(view.dtype, []).append((j, view))
+            else:
+                self.arrow[j] = arr
+        self.groups: list[tuple[list[int], np.ndarray]] = []
+        for dtype, cols in by_dtype.items():
+            mat = np.empty((table.num_rows, len(cols)), dtype=dtype)
+            for i, (_, view) in enumerate(cols):
+                mat[:, i] = view
+            self.groups.append(([j for j, _ in cols], mat))
+        self.layout = tuple((tuple(js), m.dtype.str) for js, m in self.groups)
+        self.nbytes = sum(m.nbytes for _, m in self.groups) + sum(
+            a.nbytes for a in self.arrow.values()
+        )
 
 
 class LakeDataset(MapDataset):
@@ -205,8 +217,16 @@ class LakeDataset(MapDataset):
         threads: int = 8,
     ) -> None:
         self.spec = make_spec(features, target, transform, target_transform)
-        self.lake = _lake_spec(uri, format, partitioning, columns, filter, storage_options,
-                               filesystem, self.spec.needed_columns())
+        self.lake = _lake_spec(
+            uri,
+            format,
+            partitioning,
+            columns,
+            filter,
+            storage_options,
+            filesystem,
+            self.spec.needed_columns(),
+        )
         self.cache_bytes = int(cache_bytes)
         self.threads = int(threads)
         self._local: dict[str, Any] = {}
@@ -316,8 +336,7 @@ class LakeDataset(MapDataset):
             order = np.argsort(units, kind="stable")
             bounds = np.flatnonzero(np.diff(units[order])) + 1
             segments = [
-                (self._unit(int(units[pos[0]])), pos, phys[pos])
-                for pos in np.split(order, bounds)
+                (self._unit(int(units[pos[0]])), pos, phys[pos]) for pos in np.split(order, bounds)
             ]
         return _gather(self._plan.schema, segments, len(indices))
 
@@ -332,10 +351,13 @@ class LakeDataset(MapDataset):
         plan, st = self._plan, self._state()
         if name in plan.part_schema.names:
             j = plan.part_schema.names.index(name)
-            vals = pa.array([plan.part_values[int(f)][j] for f in plan.unit_file],
-                            type=plan.part_schema.field(j).type)
-            return vals.take(pa.array(np.repeat(np.arange(plan.num_units), plan.unit_rows)))\
-                .to_numpy(zero_copy_only=False)
+            vals = pa.array(
+                [plan.part_values[int(f)][j] for f in plan.unit_file],
+                type=plan.part_schema.field(j).type,
+            )
+            return vals.take(
+                pa.array(np.repeat(np.arange(plan.num_units), plan.unit_rows))
+            ).to_numpy(zero_copy_only=False)
         parts = []
         for u in range(plan.num_units):
             t = read_unit_table(st["fs"], self.lake, plan, u, [name])
@@ -348,20 +370,47 @@ class LakeDataset(MapDataset):
 
     def fingerprint(self) -> str:
         files = [(f.path, f.size, f.mtime_ns, f.etag) for f in self._plan.files]
-        return _digest(["LakeDataset", self.describe(), files, len(self),
-                        list(self._plan.schema.names), str(self.lake.filter)])
+        return _digest(
+            [
+                "LakeDataset",
+                self.describe(),
+                files,
+                len(self),
+                list(self._plan.schema.names),
+                str(self.lake.filter),
+            ]
+        )
 
     # -- samplers ---------------------------------------------------------------------------
-    def locality_sampler(self, seed: int = 0, window: int = 8, *, ddp: str = "pad",
-                         rank: int | None = None, world_size: int | None = None
-                         ) -> LocalitySampler:
+    def locality_sampler(
+        self,
+        seed: int = 0,
+        window: int = 8,
+        *,
+        batch_size: int | None = None,
+        drop_last: bool = False,
+        ddp: str = "pad",
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> LocalitySampler:
         """Shuffle row groups, then rows inside windows of ``window`` row groups (see
-        NOTE [ How random is the locality shuffle ] in ``_lake_sampler``)."""
-        return LocalitySampler(self._plan.unit_rows, seed, window, rank=rank,
-                               world_size=world_size, ddp=ddp)
+        NOTE [ How random is the locality shuffle ] in ``_lake_sampler``). Pass it as
+        ``sampler=``; with ``batch_size`` it yields whole batches, for ``batch_sampler=``.
+        Keep ``window`` row groups within ``cache_bytes`` so each is decoded once per epoch."""
+        return LocalitySampler(
+            self._plan.unit_rows,
+            seed,
+            window,
+            batch_size=batch_size,
+            drop_last=drop_last,
+            rank=rank,
+            world_size=world_size,
+            ddp=ddp,
+        )
 
-    def sampler(self, shuffle: str | bool = "locality", seed: int = 0, window: int = 8,
-                **kwargs: Any) -> Any:
+    def sampler(
+        self, shuffle: str | bool = "locality", seed: int = 0, window: int = 8, **kwargs: Any
+    ) -> Any:
         """A sampler for ``tfd.DataLoader(ds, sampler=...)``: ``"locality"`` (fast, shuffles
         within windows of row groups), ``"uniform"`` (exact uniform shuffle, decodes a row group
         for nearly every row unless the whole lake fits in ``cache_bytes``) or ``False``."""
@@ -374,33 +423,48 @@ class LakeDataset(MapDataset):
         raise ConfigError(f"shuffle must be 'locality', 'uniform' or False, got {shuffle!r}")
 
 
-def _gather(schema: pa.Schema, segments: list[tuple[_Decoded, np.ndarray | None, np.ndarray]],
-            n: int) -> pa.Table:
-    """Rows from decoded units into one table in the batch's order."""
-    cols: list[pa.Array] = []
-    order = None
-    for j, field in enumerate(schema):
-        views = [s[0].views[j] for s in segments]
-        if all(v is not None for v in views):
-            if len(segments) == 1:
-                out = views[0][segments[0][2]]  # type: ignore[index]
+def _gather(
+    schema: pa.Schema, segments: list[tuple[_Decoded, np.ndarray | None, np.ndarray]], n: int
+) -> pa.Table:
+    """Rows from decoded units into one table in the batch's order. ``segments`` are
+    (unit, positions in the batch or None for all, row numbers in the unit), grouped by unit."""
+    cols: list[Any] = [None] * len(schema)
+    first = segments[0][0]
+    inverse = None
+    if len(segments) > 1:
+        concat_pos = np.concatenate([s[1] for s in segments])
+        inverse = np.empty(n, np.int64)
+        inverse[concat_pos] = np.arange(n)
+    if all(s[0].layout == first.layout for s in segments):
+        for g, (js, mat) in enumerate(first.groups):
+            if inverse is None:
+                rows = mat[segments[0][2]]
             else:
-                out = np.empty(n, dtype=views[0].dtype)  # type: ignore[union-attr]
-                for v, (_, pos, ph) in zip(views, segments):
-                    out[pos] = v[ph]  # type: ignore[index]
-            cols.append(pa.array(out, type=field.type))
-            continue
-        pieces = [s[0].table.column(j).take(pa.array(s[2])) for s in segments]
-        if len(segments) == 1:
-            cols.append(pieces[0].combine_chunks() if isinstance(pieces[0], pa.ChunkedArray)
-                        else pieces[0])
-            continue
-        if order is None:
-            order = pa.array(np.argsort(np.concatenate([s[1] for s in segments])))
-        merged = pa.chunked_array([c for p in pieces for c in (
-            p.chunks if isinstance(p, pa.ChunkedArray) else [p])], type=field.type)
-        cols.append(merged.combine_chunks().take(order))
+                rows = np.concatenate([dec.groups[g][1][r] for dec, _, r in segments])[inverse]
+            by_col = np.ascontiguousarray(rows.T)  # [columns, n]: each column contiguous
+            for i, j in enumerate(js):
+                typ = schema.field(j).type
+                cols[j] = pa.Array.from_buffers(typ, n, [None, pa.py_buffer(by_col[i])])
+        rest = list(first.arrow)
+    else:  # NULLs in some row groups only: every column through Arrow
+        rest = list(range(len(schema)))
+    for j in rest:
+        pieces = [_arrow_column(s[0], j, schema).take(pa.array(s[2])) for s in segments]
+        if inverse is None:
+            cols[j] = pieces[0]
+        else:
+            merged = pa.concat_arrays([p.cast(schema.field(j).type) for p in pieces])
+            cols[j] = merged.take(pa.array(inverse))
     return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _arrow_column(dec: _Decoded, j: int, schema: pa.Schema) -> pa.Array:
+    if j in dec.arrow:
+        return dec.arrow[j]
+    for js, mat in dec.groups:
+        if j in js:
+            return pa.array(mat[:, js.index(j)], type=schema.field(j).type)
+    raise KeyError(j)  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- stream
@@ -441,8 +505,16 @@ class LakeStream(StreamDataset):
         if read_ahead < 0:
             raise ConfigError(f"read_ahead must be >= 0, got {read_ahead}")
         self.spec = make_spec(features, target, transform, target_transform)
-        self.lake = _lake_spec(uri, format, partitioning, columns, filter, storage_options,
-                               filesystem, self.spec.needed_columns())
+        self.lake = _lake_spec(
+            uri,
+            format,
+            partitioning,
+            columns,
+            filter,
+            storage_options,
+            filesystem,
+            self.spec.needed_columns(),
+        )
         self.shuffle_buffer = int(shuffle_buffer)
         self.seed = int(seed)
         self.read_ahead = int(read_ahead)
@@ -473,8 +545,9 @@ class LakeStream(StreamDataset):
 
     def _build(self, epoch: int) -> Plan:
         cache = self._facts_cache()
-        fs, plan = build_plan(self.lake, resolve_partial=False, cache=cache, epoch=epoch,
-                              threads=self.threads)
+        fs, plan = build_plan(
+            self.lake, resolve_partial=False, cache=cache, epoch=epoch, threads=self.threads
+        )
         self._local["fs"] = fs
         return plan
 
@@ -506,8 +579,9 @@ class LakeStream(StreamDataset):
                 self._local["fs"] = self.lake.filesystem
             else:
                 loc = self.lake.locations[0]
-                self._local["fs"] = filesystem_for(loc.scheme, self.lake.s3,
-                                                   loc.path.split("/", 1)[0])
+                self._local["fs"] = filesystem_for(
+                    loc.scheme, self.lake.s3, loc.path.split("/", 1)[0]
+                )
         return self._local["fs"]
 
     # -- the StreamDataset contract ---------------------------------------------------------
@@ -540,8 +614,9 @@ class LakeStream(StreamDataset):
                     continue
             rows = None
             if plan.unit_partial[u]:
-                cols = list(plan.read_columns) + [c for c in plan.filter_columns
-                                                  if c not in plan.read_columns]
+                cols = list(plan.read_columns) + [
+                    c for c in plan.filter_columns if c not in plan.read_columns
+                ]
                 table = read_unit_table(fs, self.lake, plan, u, cols)
                 rows = row_positions(table, plan.row_filter)
                 table = table.take(pa.array(rows))
