@@ -860,6 +860,7 @@ class SQLDataset(_SQLCommon, MapDataset):
         self._conn_holder: dict[str, _Reader | None] = {"reader": None}
         self._snapshot: str | None = None
         self._keys: np.ndarray | pa.Array = np.empty(0, np.int64)
+        self._row_ids: np.ndarray | None = None  # PostgreSQL tables: ctid of each row, packed
         self._build_index()
         weakref.finalize(self, _release_pin, self._token)
         weakref.finalize(self, _close_reader, self._conn_holder)
@@ -875,10 +876,11 @@ class SQLDataset(_SQLCommon, MapDataset):
         return cls(clean, **opts)
 
     # -- key index ------------------------------------------------------------------------
-    def _index_sql(self) -> tuple[str, list[Any]]:
+    def _index_sql(self, with_row_ids: bool) -> tuple[str, list[Any]]:
         frm, params = self.src.from_clause()
         qk = f"tfd_src.{self.src.quote(self.key or '')}"
-        return f"SELECT {qk} FROM {frm} ORDER BY 1", params
+        row_id = ", tfd_src.ctid" if with_row_ids else ""
+        return f"SELECT {qk}{row_id} FROM {frm} ORDER BY 1", params
 
     def _probe_sql(self) -> tuple[str, list[Any]]:
         frm, params = self.src.from_clause()
@@ -887,25 +889,44 @@ class SQLDataset(_SQLCommon, MapDataset):
     def _build_index(self) -> None:
         be = self._backend()
         conn = be.connect()
-        snapshot = None
+        snapshot, keep = None, False
         try:
             if isinstance(be, _Postgres):
                 be.execute(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 snapshot = str(be.scalar(conn, "SELECT pg_export_snapshot()"))
             self._validate(be.schema(conn, *self._probe_sql()))
-            keys_table = be.table(conn, *self._index_sql())
+            by_row = isinstance(be, _Postgres) and self._is_heap_table(be, conn)
+            index = be.table(conn, *self._index_sql(by_row))
+            keys = self._compact_keys(index.column(0))
+            row_ids = _packed_tids(index.column(1)) if by_row else None
+            if isinstance(be, _Postgres):
+                old = _PINS.pop(self._token, None)
+                _PINS[self._token] = _Pin(be, conn, snapshot or "")
+                keep = True
+                if old is not None:
+                    old.release()
         except Exception as exc:
-            be.close(conn)
             raise _translate(exc, self.db, self.src) from None
-        keys = self._compact_keys(keys_table.column(0))
-        if isinstance(be, _Postgres):
-            old = _PINS.pop(self._token, None)
-            _PINS[self._token] = _Pin(be, conn, snapshot or "")
-            if old is not None:
-                old.release()
-        else:
-            be.close(conn)
-        self._keys, self._snapshot = keys, snapshot
+        finally:
+            if not keep:
+                be.close(conn)
+        self._keys, self._row_ids, self._snapshot = keys, row_ids, snapshot
+
+    def _is_heap_table(self, be: _Postgres, conn: Any) -> bool:
+        """A plain table or materialised view: its rows can be fetched by physical location.
+
+        NOTE: inside the pinned snapshot a row's ``ctid`` is stable: the row version the snapshot
+        sees cannot be vacuumed away while the snapshot is held, and the share lock held by the
+        pin keeps out ``VACUUM FULL``/``CLUSTER``, which move rows. A TID scan of the batch's
+        ctids then costs about a third of an index probe per key."""
+        if self.src.table is None:
+            return False
+        t = be.table(
+            conn,
+            "SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)",
+            [self.src.quote(self.src.table)],
+        )
+        return t.num_rows == 1 and t.column(0)[0].as_py() in ("r", "m")
 
     def _compact_keys(self, col: pa.ChunkedArray) -> np.ndarray | pa.Array:
         arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
@@ -997,8 +1018,12 @@ class SQLDataset(_SQLCommon, MapDataset):
     def _fetch_sql(self) -> tuple[str, list[Any]]:
         frm, params = self.src.from_clause()
         be = self._backend()
-        qk = f"tfd_src.{self.src.quote(self.key or '')}"
-        where = be.in_keys(qk, self.src.placeholder(len(params)))
+        ph = self.src.placeholder(len(params))
+        if self._row_ids is not None:  # see _is_heap_table; ids are (block << 16) | offset
+            tids = f"SELECT format('(%s,%s)', p >> 16, p & 65535)::tid FROM unnest({ph}::int8[]) p"
+            where = f"tfd_src.ctid = ANY(ARRAY({tids}))"
+        else:
+            where = be.in_keys(f"tfd_src.{self.src.quote(self.key or '')}", ph)
         return f"SELECT {self._select_list()} FROM {frm} WHERE {where}", params
 
     def _fetch(self, indices: np.ndarray) -> pa.Table:
@@ -1012,8 +1037,8 @@ class SQLDataset(_SQLCommon, MapDataset):
             table = self._run_locked(sql, [*params, lo, hi], self._typing())
         else:
             sql, params = self._fetch_sql()
-            keys = self._backend_keys_param(wanted)
-            table = self._run_locked(sql, [*params, keys], self._typing())
+            ids = wanted if self._row_ids is None else self._row_ids[indices]
+            table = self._run_locked(sql, [*params, self._backend_keys_param(ids)], self._typing())
         return self._visible(self._reorder(table, wanted))
 
     def _range_sql(self) -> tuple[str, list[Any]]:
@@ -1087,6 +1112,20 @@ class SQLDataset(_SQLCommon, MapDataset):
     def fingerprint(self) -> str:
         params = _digest([repr(v) for v in self.src.params or ()])
         return _digest(["SQLDataset", self.describe(), self.columns, params, len(self)])
+
+
+def _packed_tids(col: pa.ChunkedArray) -> np.ndarray:
+    """PostgreSQL ``tid`` values (6 bytes, big-endian block then offset) -> ``block << 16 | off``."""
+    arr = col.combine_chunks()
+    if isinstance(arr, pa.ExtensionArray):
+        arr = arr.storage
+    offsets = np.frombuffer(arr.buffers()[1], np.int32)[arr.offset : arr.offset + len(arr) + 1]
+    if arr.null_count or not np.all(np.diff(offsets) == 6):
+        raise DataError("unexpected ctid values from PostgreSQL")
+    raw = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    b = raw.reshape(-1, 6).astype(np.int64)
+    block = (b[:, 0] << 24) | (b[:, 1] << 16) | (b[:, 2] << 8) | b[:, 3]
+    return (block << 16) | (b[:, 4] << 8) | b[:, 5]
 
 
 def _is_run(indices: np.ndarray) -> bool:
