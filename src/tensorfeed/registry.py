@@ -22,6 +22,10 @@ _REGISTRY: dict[str, tuple[str, str | None]] = {
     "s3": ("tensorfeed.sources.lake:LakeDataset", None),
     "file": ("tensorfeed.sources.lake:LakeDataset", None),
     "kafka": ("tensorfeed.sources.kafka:KafkaStream", "kafka"),
+    "imagefolder": ("tensorfeed.sources.files:ImageFolder", "images"),
+    "annotations": ("tensorfeed.sources.files:AnnotationsDataset", "images"),
+    "mnist": ("tensorfeed.sources.files:MNIST", None),
+    "fashion-mnist": ("tensorfeed.sources.files:FashionMNIST", None),
 }
 
 

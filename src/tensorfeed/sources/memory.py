@@ -6,6 +6,8 @@ fork without copy-on-read growth: there are no per-row Python objects to touch r
 
 from __future__ import annotations
 
+import hashlib
+
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -135,8 +137,24 @@ class MemoryDataset(MapDataset):
         return self.table.column(name).to_numpy(zero_copy_only=False)
 
     def fingerprint(self) -> str:
+        """Schema, row count and a digest of the data itself (a cache of changed data with the
+        same shape must not be reused)."""
+        if "_content_digest" not in self.__dict__:
+            h = hashlib.blake2b(digest_size=16)
+            for column in self.table.columns:
+                for chunk in column.chunks:
+                    for buf in chunk.buffers():
+                        if buf is not None:
+                            h.update(memoryview(buf))
+            self.__dict__["_content_digest"] = h.hexdigest()
         return _digest(
-            ["MemoryDataset", self.name, self.table.schema.to_string(), self.table.num_rows]
+            [
+                "MemoryDataset",
+                self.name,
+                self.table.schema.to_string(),
+                self.table.num_rows,
+                self.__dict__["_content_digest"],
+            ]
         )
 
 
