@@ -7,7 +7,6 @@ fork without copy-on-read growth: there are no per-row Python objects to touch r
 from __future__ import annotations
 
 import hashlib
-
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
