@@ -18,10 +18,27 @@ ROOT = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"(?:<!-- example: (?P<example>\S+) -->\n)?```python\n(?P<code>.*?)```", re.S)
 
 
+INCLUDED = re.compile(r"<!-- include: (\S+) -->\n.*?<!-- end: \1 -->", re.S)
+
+
 def readme_blocks() -> list[str]:
-    """Python blocks of the README that run here (the others mirror files under examples/)."""
-    text = (ROOT / "README.md").read_text()
+    """Python blocks of the README that run here. Blocks inside an included docs/<area>.md are
+    excerpts of examples/ that the area's tests run and check; ``example:`` blocks mirror a file."""
+    text = INCLUDED.sub("", (ROOT / "README.md").read_text())
     return [m["code"] for m in BLOCK.finditer(text) if not m["example"]]
+
+
+def test_readme_includes_every_docs_section_verbatim():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "sync_readme.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout
+    text = (ROOT / "README.md").read_text()
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        assert f"<!-- include: docs/{doc.name} -->" in text, f"README does not include {doc.name}"
 
 
 def readme_examples() -> list[tuple[str, str]]:
