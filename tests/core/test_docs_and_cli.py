@@ -15,7 +15,7 @@ from tensorfeed.cli import main, redact
 ROOT = Path(__file__).resolve().parents[2]
 
 
-BLOCK = re.compile(r"(?:<!-- example: (?P<example>\S+) -->\n)?```python\n(?P<code>.*?)```", re.S)
+BLOCK = re.compile(r"```python\n(?P<code>.*?)```", re.S)
 
 
 INCLUDED = re.compile(r"<!-- include: (\S+) -->\n.*?<!-- end: \1 -->", re.S)
@@ -23,9 +23,9 @@ INCLUDED = re.compile(r"<!-- include: (\S+) -->\n.*?<!-- end: \1 -->", re.S)
 
 def readme_blocks() -> list[str]:
     """Python blocks of the README that run here. Blocks inside an included docs/<area>.md are
-    excerpts of examples/ that the area's tests run and check; ``example:`` blocks mirror a file."""
+    excerpts of examples/ that the area's tests run and check."""
     text = INCLUDED.sub("", (ROOT / "README.md").read_text())
-    return [m["code"] for m in BLOCK.finditer(text) if not m["example"]]
+    return [m["code"] for m in BLOCK.finditer(text)]
 
 
 def test_readme_includes_every_docs_section_verbatim():
@@ -39,17 +39,6 @@ def test_readme_includes_every_docs_section_verbatim():
     text = (ROOT / "README.md").read_text()
     for doc in sorted((ROOT / "docs").glob("*.md")):
         assert f"<!-- include: docs/{doc.name} -->" in text, f"README does not include {doc.name}"
-
-
-def readme_examples() -> list[tuple[str, str]]:
-    text = (ROOT / "README.md").read_text()
-    return [(m["example"], m["code"]) for m in BLOCK.finditer(text) if m["example"]]
-
-
-@pytest.mark.parametrize("path,code", readme_examples())
-def test_readme_examples_are_the_tested_example_files(path, code):
-    # each examples/*.py is executed by its area's tests (with the servers it needs)
-    assert (ROOT / path).read_text().strip() == code.strip(), f"README block differs from {path}"
 
 
 def test_readme_has_the_two_setup_commands_first():
