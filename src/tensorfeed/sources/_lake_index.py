@@ -303,8 +303,10 @@ class FileFacts:
     entry: FileEntry
     schema: pa.Schema  # physical (data) schema
     rg_rows: np.ndarray  # rows per row group (one "row group" for CSV/JSON)
-    fragment: Any = None  # parquet fragment with metadata, for statistics pruning
-    stats: Any = None  # FileMetaData (parquet)
+    parquet: bool = True
+    # statistics pruning for the filter, done while the footer was at hand (None: keep all)
+    kept: frozenset[int] | None = None  # row groups that may hold matching rows
+    whole: frozenset[int] = frozenset()  # row groups whose every row matches
     text_table: pa.Table | None = None  # CSV/JSON: filter columns kept for the row filter
 
 
@@ -325,9 +327,16 @@ def _looks_like_io(exc: BaseException) -> bool:
 
 
 def read_facts(
-    fs: Any, entry: FileEntry, spec: LakeSpec, keep: Sequence[str], pexpr: Any = None
+    fs: Any,
+    entry: FileEntry,
+    spec: LakeSpec,
+    keep: Sequence[str],
+    pexpr: Any = None,
+    part_schema: pa.Schema | None = None,
+    expr: Any = None,
 ) -> FileFacts:
-    """Open one file and read its footer (Parquet) or the whole file (CSV/JSON)."""
+    """Open one file and read its footer (Parquet) or the whole file (CSV/JSON); the handle is
+    closed before returning (a lake of many files never holds many descriptors)."""
     s3 = spec.s3_or_none()
 
     def attempt() -> FileFacts:
@@ -337,7 +346,7 @@ def read_facts(
             check_unchanged(entry, current_identity(fs, entry, s3))
         try:
             if spec.format == "parquet":
-                return _parquet_facts(handle, pinned, pexpr)
+                return _parquet_facts(handle, pinned, pexpr, part_schema, expr)
             return _text_facts(handle, pinned, spec.format, keep)
         except OSError as exc:
             if _looks_like_io(exc):
@@ -345,18 +354,52 @@ def read_facts(
             raise describe_corrupt(entry, exc, s3) from None
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
             raise describe_corrupt(entry, exc, s3) from None
+        finally:
+            handle.close()
 
     return retrying(attempt, f"reading the metadata of {entry.display}", s3)
 
 
-def _parquet_facts(handle: Any, entry: FileEntry, pexpr: Any) -> FileFacts:
+def _parquet_facts(
+    handle: Any, entry: FileEntry, pexpr: Any, part_schema: pa.Schema | None, expr: Any
+) -> FileFacts:
     import pyarrow.dataset as pads
 
     frag = pads.ParquetFileFormat().make_fragment(handle, partition_expression=pexpr)
     frag.ensure_complete_metadata()
     meta = frag.metadata
     rows = np.array([meta.row_group(i).num_rows for i in range(meta.num_row_groups)], np.int64)
-    return FileFacts(entry, frag.physical_schema, rows, frag, meta)
+    facts = FileFacts(entry, frag.physical_schema, rows)
+    if expr is not None:
+        facts.kept, facts.whole = _prune_row_groups(frag, meta, expr, part_schema)
+    return facts
+
+
+_REFS: dict[tuple[str, pa.Schema], list[str]] = {}
+
+
+def _prune_row_groups(
+    frag: Any, meta: Any, expr: Any, part_schema: pa.Schema | None
+) -> tuple[frozenset[int] | None, frozenset[int]]:
+    """Row groups the statistics cannot exclude, and those they prove match entirely (the
+    negated filter excludes them and the filter's columns hold no NULLs there). The fragment
+    carries the file's partition values as its guarantee. Bound against this file's own
+    schema; a filter that does not bind here is validated (and reported) later."""
+    schema = pa.schema([*frag.physical_schema, *(part_schema or [])])
+    try:
+        kept = frozenset(rg.id for rg in frag.subset(filter=expr, schema=schema).row_groups)
+        maybe_not = {rg.id for rg in frag.subset(filter=~expr, schema=schema).row_groups}
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None, frozenset()
+    key = (str(expr), schema)
+    refs = _REFS.get(key)
+    if refs is None:
+        refs = _REFS[key] = referenced_columns(expr, schema)
+        if len(_REFS) > 256:
+            _REFS.pop(next(iter(_REFS)))
+    cols = [c for c in refs if c in frag.physical_schema.names]
+    whole = frozenset(rg for rg in kept if rg not in maybe_not and _no_nulls(meta, rg, cols))
+    return kept, whole
 
 
 def read_text(handle: Any, fmt: str) -> pa.Table:
@@ -372,7 +415,9 @@ def read_text(handle: Any, fmt: str) -> pa.Table:
 def _text_facts(handle: Any, entry: FileEntry, fmt: str, keep: Sequence[str]) -> FileFacts:
     table = read_text(handle, fmt)
     kept = table.select([c for c in keep if c in table.column_names]) if keep else None
-    return FileFacts(entry, table.schema, np.array([table.num_rows], np.int64), text_table=kept)
+    return FileFacts(
+        entry, table.schema, np.array([table.num_rows], np.int64), parquet=False, text_table=kept
+    )
 
 
 # --------------------------------------------------------------------------- the plan
@@ -469,7 +514,7 @@ def build_plan(
         hit = cache.get(files[i]) if cache is not None else None
         if hit is not None:
             return hit
-        f = read_facts(fs, files[i], spec, keep, pexprs[i])
+        f = read_facts(fs, files[i], spec, keep, pexprs[i], part_schema, stats_expr)
         if cache is not None:
             cache.put(f)
         return f
@@ -477,15 +522,17 @@ def build_plan(
     # 3. prune by partition values, before opening anything
     survivors = list(range(len(files)))
     guess_refs: list[str] = []
-    if expr is not None and len(part_schema):
+    # row groups are pruned by statistics only when the filter reads data columns
+    stats_expr = None
+    if expr is not None:
         prov, guess_refs = provisional_schema(expr, part_schema)
+        stats_expr = expr if (guess_refs or prov is None) else None
+    if expr is not None and len(part_schema):
         if prov is None:  # the filter does not bind on stand-ins: learn the real types first
             first = facts(0)
             prov = pa.schema([*first.schema, *part_schema])
             _check_filter(spec, expr, prov, dnf_names)
         survivors = _prune_partitions(fs, files, part_values, pexprs, expr, prov)
-    elif expr is not None:
-        guess_refs = provisional_schema(expr, part_schema)[1]
 
     # 4. footers of the survivors (threads: round trips on S3)
     keep = tuple(guess_refs)
@@ -524,7 +571,7 @@ def build_plan(
         pinned[i] = f.entry
     units: list[tuple[int, int, int, int, bool]] = []  # file, rg, base, rows, partial
     for fi, f in zip(survivors, surv_facts):
-        units.extend(_file_units(fi, f, row_filter, filter_cols, full))
+        units.extend(_file_units(fi, f, row_filter))
     plan = _assemble(
         pinned,
         part_schema,
@@ -603,36 +650,19 @@ def _prune_partitions(
     return [i for i, f in enumerate(files) if f.path in keep]
 
 
-def _file_units(
-    fi: int, f: FileFacts, row_filter: Any, filter_cols: Sequence[str], stats_schema: pa.Schema
-) -> list[tuple[int, int, int, int, bool]]:
+def _file_units(fi: int, f: FileFacts, row_filter: Any) -> list[tuple[int, int, int, int, bool]]:
     bases = np.concatenate([[0], np.cumsum(f.rg_rows)[:-1]]).astype(np.int64)
-    if f.fragment is None:  # CSV / JSON: the whole file is one unit
+    if not f.parquet:  # CSV / JSON: the whole file is one unit
         n = int(f.rg_rows[0])
         return [(fi, -1, 0, n, row_filter is not None)] if n else []
-    all_ids = range(len(f.rg_rows))
-    if row_filter is None:
-        return [
-            (fi, rg, int(bases[rg]), int(f.rg_rows[rg]), False)
-            for rg in all_ids
-            if f.rg_rows[rg] > 0
-        ]
-    # the fragment carries this file's partition values as its guarantee
-    try:
-        kept = {
-            rg.id for rg in f.fragment.subset(filter=row_filter, schema=stats_schema).row_groups
-        }
-        none_fail = {
-            rg.id for rg in f.fragment.subset(filter=~row_filter, schema=stats_schema).row_groups
-        }
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        kept, none_fail = set(all_ids), set(all_ids)
     out = []
-    for rg in all_ids:
-        if rg not in kept or f.rg_rows[rg] == 0:
+    for rg in range(len(f.rg_rows)):
+        if f.rg_rows[rg] == 0 or (
+            row_filter is not None and f.kept is not None and rg not in f.kept
+        ):
             continue
-        whole = rg not in none_fail and _no_nulls(f.stats, rg, filter_cols)
-        out.append((fi, rg, int(bases[rg]), int(f.rg_rows[rg]), not whole))
+        partial = row_filter is not None and rg not in f.whole
+        out.append((fi, rg, int(bases[rg]), int(f.rg_rows[rg]), partial))
     return out
 
 

@@ -38,7 +38,9 @@ from ._lake_index import (
     read_text,
 )
 
-_OPEN: OrderedDict[tuple[int, str, int, int | None], Any] = OrderedDict()
+# (pid, thread, path, size, mtime) -> ParquetFile: a parsed footer is reused by the thread that
+# opened it (a reader is not shared between threads), never by a forked child.
+_OPEN: OrderedDict[tuple[int, int, str, int, int | None], Any] = OrderedDict()
 _OPEN_LOCK = threading.Lock()
 _MAX_OPEN = 64
 
@@ -47,7 +49,7 @@ def _parquet_file(fs: Any, entry: FileEntry, spec: LakeSpec) -> Any:
     """A ``pyarrow.parquet.ParquetFile`` for the pinned file, opened once per process."""
     import pyarrow.parquet as pq
 
-    key = (os.getpid(), entry.path, entry.size, entry.mtime_ns)
+    key = (os.getpid(), threading.get_ident(), entry.path, entry.size, entry.mtime_ns)
     with _OPEN_LOCK:
         pf = _OPEN.get(key)
         if pf is not None:
@@ -76,8 +78,11 @@ def _parquet_file(fs: Any, entry: FileEntry, spec: LakeSpec) -> Any:
 
 
 def forget_open_files() -> None:
+    """Drop this thread's open files (after a network error a connection may be stale)."""
+    me = (os.getpid(), threading.get_ident())
     with _OPEN_LOCK:
-        _OPEN.clear()
+        for key in [k for k in _OPEN if k[:2] == me]:
+            del _OPEN[key]
 
 
 def _decode(fs: Any, spec: LakeSpec, plan: Plan, u: int, columns: Sequence[str]) -> pa.Table:

@@ -530,6 +530,11 @@ class LakeStream(StreamDataset):
     def describe(self) -> str:
         return f"lake stream {self.lake.shown} ({self.lake.format})"
 
+    def __repr__(self) -> str:
+        return (
+            f"LakeStream({self.describe()}, shuffle_buffer={self.shuffle_buffer}, seed={self.seed})"
+        )
+
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_local"] = {}
