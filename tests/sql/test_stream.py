@@ -134,7 +134,11 @@ def test_no_connection_until_iterated(tmp_path, pg_db):
     next(it)
     assert pg_db.execute(count)[0][0] == 1
     list(it)
-    assert pg_db.execute(count)[0][0] == 0  # closed when the shard is done
+    assert pg_db.execute(count)[0][0] == 1  # kept, idle, for the next epoch
+    assert sum(1 for _ in st) == 10
+    assert pg_db.execute(count)[0][0] == 1  # and reused by it
+    st.close()
+    assert pg_db.execute(count)[0][0] == 0
 
 
 def test_spawn_workers(items):

@@ -295,7 +295,8 @@ class _Backend:
         typing: _Typing = None,
         cursors: dict[str, Any] | None = None,
     ) -> pa.Table:
-        """Run ``sql`` and return its rows; ``cursors`` keeps one prepared statement per SQL."""
+        """Run ``sql`` and return its rows; ``cursors`` is the reader's per-SQL state (a prepared
+        statement, inferred column types) kept from one batch to the next."""
         raise NotImplementedError
 
     def schema(self, conn: Any, sql: str, params: list[Any]) -> list[str]:
@@ -530,8 +531,9 @@ class _SQLite(_Backend):
         cursors: dict[str, Any] | None = None,
     ) -> pa.Table:
         names, cur = self._rows(conn, sql, params)  # sqlite3 caches prepared statements itself
+        types = None if cursors is None else cursors.setdefault(("types", sql), {})
         try:
-            return _rows_to_arrow(names, cur.fetchall(), typing)
+            return _rows_to_arrow(names, cur.fetchall(), typing, types)
         finally:
             cur.close()
 
@@ -544,12 +546,13 @@ class _SQLite(_Backend):
         self, conn: Any, sql: str, params: list[Any], chunk_rows: int, typing: _Typing
     ) -> Iterator[pa.Table]:
         names, cur = self._rows(conn, sql, params)
+        types: dict[str, pa.DataType] = {}
         try:
             while True:
                 rows = cur.fetchmany(chunk_rows)
                 if not rows:
                     break
-                yield _rows_to_arrow(names, rows, typing)
+                yield _rows_to_arrow(names, rows, typing, types)
         finally:
             cur.close()
 
@@ -575,33 +578,56 @@ def _stable_hash(value: Any) -> int:
 _Typing = tuple[Sequence[str], str | None] | None  # (numeric columns, key column) for SQLite
 
 
-def _rows_to_arrow(names: list[str], rows: list[tuple[Any, ...]], typing: _Typing) -> pa.Table:
+def _rows_to_arrow(
+    names: list[str],
+    rows: list[tuple[Any, ...]],
+    typing: _Typing,
+    types: dict[str, pa.DataType] | None = None,
+) -> pa.Table:
     """SQLite rows -> Arrow. SQLite types values per row, so one column can mix text and numbers:
     in a numeric (feature/target) column that is a DataError naming the row's key; elsewhere the
-    column becomes text."""
+    column becomes text. ``types`` remembers each column's type from earlier batches (building
+    with a known type is several times faster than inferring it)."""
     numeric, key = typing or ((), None)
     if not rows:
         return pa.table({n: pa.array([], pa.null()) for n in names})
     cols = list(zip(*rows))
     arrays = []
     for name, values in zip(names, cols):
+        known = types.get(name) if types is not None else None
+        if known is not None:
+            try:
+                arrays.append(pa.array(values, type=known))
+                continue
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                pass  # this batch differs: infer again
         try:
-            arrays.append(pa.array(values))
+            arr = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            if name in numeric:
-                bad = next(
-                    i
-                    for i, v in enumerate(values)
-                    if v is not None and not isinstance(v, int | float)
-                )
-                row = f"row {bad} of the batch"
-                if key is not None and key in names:
-                    row = f"the row with {key}={rows[bad][names.index(key)]!r}"
-                raise _MixedTypes(
-                    f"feature column {name!r} has non-numeric value {values[bad]!r} at {row}"
-                ) from None
-            arrays.append(pa.array([None if v is None else str(v) for v in values], pa.string()))
+            arr = _mixed_column(name, values, numeric, key, names, rows)
+        if types is not None and not pa.types.is_null(arr.type):
+            types[name] = arr.type
+        arrays.append(arr)
     return pa.table(arrays, names=names)
+
+
+def _mixed_column(
+    name: str,
+    values: tuple[Any, ...],
+    numeric: Sequence[str],
+    key: str | None,
+    names: list[str],
+    rows: list[tuple[Any, ...]],
+) -> pa.Array:
+    if name in numeric:
+        bad = next(
+            i for i, v in enumerate(values) if v is not None and not isinstance(v, int | float)
+        )
+        row = f"row {bad} of the batch"
+        if key is not None and key in names:
+            row = f"the row with {key}={rows[bad][names.index(key)]!r}"
+        raise _MixedTypes(f"feature column {name!r} has non-numeric value {values[bad]!r} at {row}")
+    return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
 class _MixedTypes(Exception):
@@ -657,8 +683,9 @@ class _Reader:
     def _close_cursors(self) -> None:
         cursors, self.cursors = self.cursors, {}
         for cur in cursors.values():
-            with contextlib.suppress(Exception):
-                cur.close()
+            if hasattr(cur, "close"):  # prepared cursors (PostgreSQL), not cached types
+                with contextlib.suppress(Exception):
+                    cur.close()
 
     def enter(self, snapshot: str | None, where: str) -> None:
         """Make sure this connection reads inside ``snapshot`` (PostgreSQL)."""
@@ -696,6 +723,16 @@ class _Reader:
             return
         self._close_cursors()
         self.backend.close(self.conn)
+
+
+def _close_idle(idle: dict[str, Any], backend: _Backend) -> None:
+    conn, pid = idle.get("conn"), idle.get("pid")
+    idle.update(conn=None, pid=None)
+    if conn is not None:
+        if pid == os.getpid():
+            backend.close(conn)
+        else:
+            _ABANDONED.append(conn)
 
 
 def _close_reader(holder: dict[str, _Reader | None]) -> None:
@@ -1179,6 +1216,8 @@ class SQLStream(_SQLCommon, StreamDataset):
         if not isinstance(chunk_rows, int) or chunk_rows < 1:
             raise ConfigError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
         self.shuffle_buffer, self.seed, self.chunk_rows = shuffle_buffer, int(seed), chunk_rows
+        self._idle: dict[str, Any] = {}  # {"conn", "pid"}: kept between epochs, never pickled
+        weakref.finalize(self, _close_idle, self._idle, self._backend())
 
     @classmethod
     def from_url(cls, url: Any, **options: Any) -> SQLStream:
@@ -1203,17 +1242,46 @@ class SQLStream(_SQLCommon, StreamDataset):
             )
         be = self._backend()
         pid = os.getpid()
-        try:
-            conn = be.connect()
-        except Exception as exc:
-            raise _translate(exc, self.db, self.src) from None
+        conn = self._idle_connection(be)
+        done = False
         try:
             yield from self._shard_tables(be, conn, world, position)
+            done = True
         finally:
-            if os.getpid() == pid:
-                be.close(conn)
-            else:
+            if os.getpid() != pid:
                 _ABANDONED.append(conn)
+            elif done and self._idle.get("conn") is None:  # kept for the next epoch
+                self._idle.update(conn=conn, pid=pid)
+            else:  # stopped mid-statement (or another iteration kept one): not reusable
+                be.close(conn)
+
+    def _idle_connection(self, be: _Backend) -> Any:
+        """This process's idle connection from a finished epoch, or a new one."""
+        idle = self._idle
+        conn, owner = idle.get("conn"), idle.get("pid")
+        idle.update(conn=None, pid=None)
+        if conn is not None and owner == os.getpid():
+            return conn
+        if conn is not None:  # inherited through fork
+            _ABANDONED.append(conn)
+        try:
+            return be.connect()
+        except Exception as exc:
+            raise _translate(exc, self.db, self.src) from None
+
+    def close(self) -> None:
+        """Close the connection this process keeps between epochs (also done when the stream is
+        garbage-collected)."""
+        _close_idle(self._idle, self._backend())
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_idle"] = {}  # connections never cross processes
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        weakref.finalize(self, _close_idle, self._idle, self._backend())
 
     def _shard_tables(
         self, be: _Backend, conn: Any, world: World, position: int
