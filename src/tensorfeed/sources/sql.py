@@ -1056,9 +1056,8 @@ class SQLDataset(_SQLCommon, MapDataset):
         frm, params = self.src.from_clause()
         be = self._backend()
         ph = self.src.placeholder(len(params))
-        if self._row_ids is not None:  # see _is_heap_table; ids are (block << 16) | offset
-            tids = f"SELECT format('(%s,%s)', p >> 16, p & 65535)::tid FROM unnest({ph}::int8[]) p"
-            where = f"tfd_src.ctid = ANY(ARRAY({tids}))"
+        if self._row_ids is not None:  # see _is_heap_table; bound as text "(block,offset)"
+            where = f"tfd_src.ctid = ANY(CAST({ph} AS text[])::tid[])"
         else:
             where = be.in_keys(f"tfd_src.{self.src.quote(self.key or '')}", ph)
         return f"SELECT {self._select_list()} FROM {frm} WHERE {where}", params
@@ -1074,7 +1073,7 @@ class SQLDataset(_SQLCommon, MapDataset):
             table = self._run_locked(sql, [*params, lo, hi], self._typing())
         else:
             sql, params = self._fetch_sql()
-            ids = wanted if self._row_ids is None else self._row_ids[indices]
+            ids = wanted if self._row_ids is None else _tid_texts(self._row_ids[indices])
             table = self._run_locked(sql, [*params, self._backend_keys_param(ids)], self._typing())
         return self._visible(self._reorder(table, wanted))
 
@@ -1163,6 +1162,12 @@ def _packed_tids(col: pa.ChunkedArray) -> np.ndarray:
     b = raw.reshape(-1, 6).astype(np.int64)
     block = (b[:, 0] << 24) | (b[:, 1] << 16) | (b[:, 2] << 8) | b[:, 3]
     return (block << 16) | (b[:, 4] << 8) | b[:, 5]
+
+
+def _tid_texts(packed: np.ndarray) -> pa.Array:
+    """Packed ctids -> their text form ``(block,offset)``, which PostgreSQL casts to ``tid``."""
+    blocks, offsets = (packed >> 16).tolist(), (packed & 0xFFFF).tolist()
+    return pa.array([f"({b},{o})" for b, o in zip(blocks, offsets)], pa.string())
 
 
 def _is_run(indices: np.ndarray) -> bool:
@@ -1308,6 +1313,9 @@ class SQLStream(_SQLCommon, StreamDataset):
             raise
         except Exception as exc:
             raise _translate(exc, self.db, self.src) from None
+
+    def __repr__(self) -> str:
+        return f"SQLStream({self.describe()})"
 
     def _locator(self, table: pa.Table) -> RowLocator:
         if self.key is not None and self.key in table.column_names:
