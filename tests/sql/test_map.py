@@ -263,3 +263,34 @@ def test_column_helper_matches_rows(items):
     col = ds.column("v")
     assert col.shape == (N_ROWS,) and col[10] == 5.0
     assert ds.fingerprint() == tfd.SQLDataset(db.url, table=table, key="id").fingerprint()
+
+
+def test_fork_workers_never_touch_the_parents_connections(pg_db):
+    """Forked workers inherit the parent's open connections (its reader, the snapshot pin, a
+    stream's idle connection); closing one there would end the parent's session. They must
+    abandon them and open their own."""
+    table = pg_db.make_items(300)
+    ds = tfd.SQLDataset(pg_db.url, table=table, key="id")
+    st = tfd.SQLStream(pg_db.url, table=table, key="id")
+    ds[0]
+    assert sum(1 for _ in st) == 300  # the parent now holds an idle stream connection too
+    backend = "SELECT pg_backend_pid()"
+    parent_reader = ds._conn_holder["reader"]
+    for _ in range(2):
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_size=50,
+            shuffle=True,
+            num_workers=2,
+            collate_fn=tfd.collate,
+            multiprocessing_context="fork",
+        )
+        assert sorted(_ids(loader)) == list(range(300))
+        stream = tfd.DataLoader(st, batch_size=50, num_workers=2, multiprocessing_context="fork")
+        assert sorted(_ids(stream)) == list(range(300))
+    # the parent's sessions are intact: same reader, still answering, in the same snapshot
+    assert ds._conn_holder["reader"] is parent_reader
+    assert parent_reader.backend.scalar(parent_reader.conn, backend) > 0
+    assert ds[299]["id"] == 299 and sum(1 for _ in st) == 300
+    fresh = pickle.loads(pickle.dumps(ds))  # the pin survived too: a new reader joins it
+    assert fresh[5]["id"] == 5 and fresh._conn_holder["reader"] is not parent_reader
