@@ -294,3 +294,25 @@ def test_fork_workers_never_touch_the_parents_connections(pg_db):
     assert ds[299]["id"] == 299 and sum(1 for _ in st) == 300
     fresh = pickle.loads(pickle.dumps(ds))  # the pin survived too: a new reader joins it
     assert fresh[5]["id"] == 5 and fresh._conn_holder["reader"] is not parent_reader
+
+
+def test_from_url_reads_options_from_the_query_string(items):
+    db, table = items
+    sep = "&" if "?" in db.url else "?"
+    ds = tfd.open(f"{db.url}{sep}table={table}&key=id&columns=id,s")
+    assert isinstance(ds, tfd.SQLDataset) and len(ds) == N_ROWS and ds[3] == {"id": 3, "s": "s3"}
+    assert "table=" not in ds.describe() and "key=" not in ds.db.url  # stripped before connecting
+    if db.kind == "postgres":
+        assert "host=" in ds.db.url  # a libpq parameter stays
+    st = tfd.SQLStream.from_url(f"{db.url}{sep}table={table}&key=id&chunk_rows=500&seed=3")
+    assert st.chunk_rows == 500 and st.seed == 3 and st.key == "id"
+    assert max(len(b) for b in st.iter_batches()) == 500
+    sup = tfd.SQLDataset.from_url(
+        f"{db.url}{sep}table={table}&key=id",
+        features=["v"],
+        target="label",
+        transform=lambda x: x * 2,
+    )
+    assert sup[3][0].tolist() == [3.0] and sup[3][1] == 1
+    with pytest.raises(tfd.ConfigError, match="from_url"):
+        tfd.SQLDataset(f"{db.url}{sep}table={table}", key="id")
