@@ -16,7 +16,10 @@ def telemetry(i: int, devices: int = 5) -> bytes:
 
 def pairs(batch: dict[str, Any]) -> list[tuple[int, int]]:
     """(partition, offset) of every row of a dict batch."""
-    return list(zip(batch["partition"].tolist(), batch["offset"].tolist()))
+    parts, offs = batch["partition"], batch["offset"]
+    if hasattr(parts, "tolist"):
+        parts, offs = parts.tolist(), offs.tolist()
+    return list(zip(parts, offs))
 
 
 def by_partition(seen: list[tuple[int, int]]) -> dict[int, list[int]]:

@@ -18,6 +18,7 @@ import ctypes
 import glob
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from .._deps import require
@@ -50,6 +51,29 @@ def _librdkafka() -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
     return lib
+
+
+@dataclass(frozen=True)
+class _CloseListeners:
+    ports: tuple[int, ...]
+
+    def __call__(self, worker_id: int) -> None:
+        import socket
+
+        for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else []:
+            fd = int(name)
+            try:
+                sock = socket.socket(fileno=os.dup(fd))
+            except OSError:
+                continue  # not a socket
+            try:
+                addr = sock.getsockname()
+                if isinstance(addr, tuple) and len(addr) >= 2 and addr[1] in self.ports:
+                    os.close(fd)
+            except OSError:
+                pass
+            finally:
+                sock.close()
 
 
 def _rk_pointer(client: Any, lib: ctypes.CDLL) -> int:
@@ -141,6 +165,14 @@ class MockCluster:
         self._lib.rd_kafka_mock_push_request_errors_array(
             self._mc, api_key, len(errors), ctypes.cast(arr, ctypes.c_void_p)
         )
+
+    def worker_init_fn(self) -> _CloseListeners:
+        """A DataLoader ``worker_init_fn`` for workers forked from the process that hosts the
+        cluster: they inherit its listening sockets, and a broker taken down and up again could
+        not listen anew while a worker holds the old socket. The function closes them in the
+        worker (spawned workers do not inherit them and need nothing)."""
+        ports = tuple(int(hp.rpartition(":")[2]) for hp in self.bootstrap.split(","))
+        return _CloseListeners(ports)
 
     def close(self) -> None:
         self._owner = None

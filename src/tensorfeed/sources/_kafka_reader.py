@@ -9,18 +9,29 @@ partition's messages arrive in offset order, and batches are handed out in order
 epoch's end offsets, captured when the epoch first started, so a resumed epoch ends where the
 uninterrupted one would have, even if producers kept writing. The reader stamps every table it
 yields with the shard's resolved start and end offsets (schema metadata), so ``_advance`` can
-record every partition of the shard, also those that have not delivered a row yet. ``skipped``
-is the number of malformed messages skipped by this shard so far this epoch (counted when read).
+record every partition of the shard, also those that have not delivered a row yet.
+
+Skipped (malformed) messages have no row, so they cannot move the position by themselves. The
+reader remembers, for each skipped message, the last good offset before it in its partition; once
+that row has been handed out, nothing the loop has not seen lies before the skipped message, and
+``_advance`` moves the partition's next offset past it and counts it in ``skipped``. So
+``delivered`` and ``skipped`` count exactly the messages below the checkpoint, a resumed run
+neither re-counts nor misses one, and at the end of an epoch delivered + skipped = produced. For
+the last messages of an epoch to be counted, the reader holds its latest table back until the
+next non-empty one (or, streaming without an end, an idle poll) or the end of the epoch, so the
+last batches are handed out after the reader saw everything.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 import warnings
 import weakref
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -84,6 +95,26 @@ class KafkaStats:
         }
 
 
+# NOTE [ Kafka clients and fork ]
+# A librdkafka client works only in the process that created it: its threads do not survive
+# fork. A forked DataLoader worker inherits the parent's memory, including a reader generator that
+# is suspended or waiting for the garbage collector; when the worker collects it, closing (or even
+# destroying) that consumer waits forever for threads that are not there. So every consumer is
+# registered here with its pid and closed only by that process; in a forked child the inherited
+# registry keeps the parent's consumers referenced, so they are never closed nor destroyed there.
+_OPEN: dict[int, tuple[int, Any]] = {}
+
+
+def close_consumer(consumer: Any) -> None:
+    entry = _OPEN.get(id(consumer))
+    if entry is None or entry[0] != os.getpid():
+        return  # inherited through fork: not ours to touch (see the NOTE above)
+    try:
+        consumer.close()
+    finally:
+        _OPEN.pop(id(consumer), None)
+
+
 def make_consumer(stream: KafkaStream, on_error: Any = None) -> Any:
     ck = require("confluent_kafka", "kafka", "reading Kafka")
     conf: dict[str, Any] = {
@@ -98,7 +129,15 @@ def make_consumer(stream: KafkaStream, on_error: Any = None) -> Any:
     if on_error is not None:
         conf["error_cb"] = on_error
     conf.update(stream.config)
-    return ck.Consumer(conf)
+    try:
+        consumer = ck.Consumer(conf)
+    except ck.KafkaException as exc:
+        err = exc.args[0] if exc.args else exc
+        raise ConfigError(
+            f"librdkafka refused the consumer settings: {getattr(err, 'str', lambda: str(err))()}"
+        ) from None
+    _OPEN[id(consumer)] = (os.getpid(), consumer)
+    return consumer
 
 
 def kafka_call(stream: KafkaStream, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -187,7 +226,12 @@ def resolve_offsets(
             timeout=stream.timeout,
         )
         low = watermarks(0)
-        return {pkey(x.topic, x.partition): (x.offset if x.offset >= 0 else low[pkey(x.topic, x.partition)]) for x in got}
+        return {
+            pkey(x.topic, x.partition): (
+                x.offset if x.offset >= 0 else low[pkey(x.topic, x.partition)]
+            )
+            for x in got
+        }
     if isinstance(spec, datetime | int | float) and not isinstance(spec, bool):
         ms = _ms(spec)
         got = kafka_call(
@@ -198,7 +242,12 @@ def resolve_offsets(
             timeout=stream.timeout,
         )
         high = watermarks(1)
-        return {pkey(x.topic, x.partition): (x.offset if x.offset >= 0 else high[pkey(x.topic, x.partition)]) for x in got}
+        return {
+            pkey(x.topic, x.partition): (
+                x.offset if x.offset >= 0 else high[pkey(x.topic, x.partition)]
+            )
+            for x in got
+        }
     if isinstance(spec, dict):
         given = _explicit(spec, parts)
         if any(v is None for v in given.values()):
@@ -219,7 +268,10 @@ class ShardReader:
         self.world = world
         self.epoch = epoch
         self.position = position or {}
-        self.skipped = int(self.position.get("skipped", 0))
+        # per partition: the last good offset read, and skipped messages not yet counted in a
+        # position as (offset, last good offset before it)
+        self.last_good: dict[str, int] = {}
+        self.pending_skips: dict[str, deque[tuple[int, int]]] = {}
         self.token = uuid.uuid4().hex
         self.decoder = Decoder(stream.decode, stream.schema, stream.value_columns)
         self.fatal: str | None = None
@@ -241,7 +293,11 @@ class ShardReader:
             warnings.warn(
                 f"{self.stream.describe()} has {len(parts)} partition(s) but the loader runs "
                 f"{n} shards (DDP ranks x DataLoader workers): shard {shard} "
-                + ("has no partition and ends at once" if not mine else "shares the work with idle shards")
+                + (
+                    "has no partition and ends at once"
+                    if not mine
+                    else "shares the work with idle shards"
+                )
                 + f"; use at most {len(parts)} shards to read in parallel",
                 stacklevel=2,
             )
@@ -270,22 +326,27 @@ class ShardReader:
             nxt = dict(self.position.get("next", {}))
             missing = [(t, p) for t, p in mine if pkey(t, p) not in nxt]
             if missing:
-                nxt.update(resolve_offsets(self.stream, consumer, missing, self.stream.start, "start"))
+                nxt.update(
+                    resolve_offsets(self.stream, consumer, missing, self.stream.start, "start")
+                )
+            self.last_good = {pkey(t, p): nxt[pkey(t, p)] - 1 for t, p in mine}
             end = self.position.get("end")
             if end is None and self.stream.end is not None:
                 end = resolve_offsets(self.stream, consumer, mine, self.stream.end, "end")
             meta = json.dumps(
-                {"start": {pkey(t, p): nxt[pkey(t, p)] for t, p in mine}, "end": end, "reader": self.token}
+                {
+                    "start": {pkey(t, p): nxt[pkey(t, p)] for t, p in mine},
+                    "end": end,
+                    "reader": self.token,
+                }
             ).encode()
-            active = [
-                (t, p) for t, p in mine if end is None or nxt[pkey(t, p)] < end[pkey(t, p)]
-            ]
+            active = [(t, p) for t, p in mine if end is None or nxt[pkey(t, p)] < end[pkey(t, p)]]
             if not active:
                 return
             consumer.assign([ck.TopicPartition(t, p, nxt[pkey(t, p)]) for t, p in active])
             yield from self._consume(consumer, active, end, {META_KEY: meta})
         finally:
-            consumer.close()
+            close_consumer(consumer)
             LIVE_READERS.pop(self.token, None)
 
     def _consume(
@@ -295,31 +356,50 @@ class ShardReader:
         end: dict[str, int] | None,
         meta: dict[bytes, bytes],
     ) -> Iterator[pa.Table]:
-        ck = require("confluent_kafka", "kafka")
         s = self.stream
         open_parts = {pkey(t, p) for t, p in active}
         last_data = time.monotonic()
+        held: pa.Table | None = None  # see the NOTE: the latest table waits for the next one
         while open_parts:
-            if self.fatal:
-                raise ConnectionFailedError(
-                    f"the Kafka client for {s.describe()} failed fatally: {self.fatal}"
-                )
-            try:
-                msgs = consumer.consume(s.poll_batch, timeout=s.poll_timeout)
-            except ck.KafkaException as exc:
-                raise ConnectionFailedError(
-                    f"reading {s.describe()} from {s.bootstrap_servers} failed: {exc.args[0]}"
-                ) from None
-            data = [m for m in msgs if m.error() is None]
-            if len(data) != len(msgs):
-                self._handle_events(consumer, msgs, end, open_parts)
-            if data:
-                last_data = time.monotonic()
-                table = self._table(consumer, data, end, open_parts)
-                if table is not None and table.num_rows:
-                    yield table.replace_schema_metadata(meta)
-            elif s.idle_timeout is not None and time.monotonic() - last_data >= s.idle_timeout:
-                return
+            table = self._poll(consumer, end, open_parts)
+            if table is None:  # an idle poll
+                if s.end is None and held is not None:
+                    yield held
+                    held = None
+                if s.idle_timeout is not None and time.monotonic() - last_data >= s.idle_timeout:
+                    break
+                continue
+            last_data = time.monotonic()
+            if table.num_rows:
+                if held is not None:
+                    yield held
+                held = table.replace_schema_metadata(meta)
+        if held is not None:
+            yield held
+
+    def _poll(
+        self, consumer: Any, end: dict[str, int] | None, open_parts: set[str]
+    ) -> pa.Table | None:
+        """One poll: the decoded table (maybe empty), or None when no message arrived."""
+        ck = require("confluent_kafka", "kafka")
+        s = self.stream
+        if self.fatal:
+            raise ConnectionFailedError(
+                f"the Kafka client for {s.describe()} failed fatally: {self.fatal}"
+            )
+        try:
+            msgs = consumer.consume(s.poll_batch, timeout=s.poll_timeout)
+        except ck.KafkaException as exc:
+            raise ConnectionFailedError(
+                f"reading {s.describe()} from {s.bootstrap_servers} failed: {exc.args[0]}"
+            ) from None
+        data = [m for m in msgs if m.error() is None]
+        if len(data) != len(msgs):
+            self._handle_events(consumer, msgs, end, open_parts)
+        if not data:
+            return None
+        table = self._table(consumer, data, end, open_parts)
+        return table if table is not None else pa.table({})
 
     def _handle_events(
         self, consumer: Any, msgs: list[Any], end: dict[str, int] | None, open_parts: set[str]
@@ -378,9 +458,10 @@ class ShardReader:
         s.stats.messages += len(values)
         table, bad = self.decoder.decode(values)
         cols: dict[str, Any] = {}
-        good: np.ndarray | None = None
         if bad:
             self._on_bad(data, bad)
+        self._track(parts, offs, topics, {i for i, _ in bad})
+        if bad:
             good = np.ones(len(data), dtype=bool)
             good[[i for i, _ in bad]] = False
             parts, offs = parts[good], offs[good]
@@ -396,7 +477,9 @@ class ShardReader:
                     np.fromiter((m.timestamp()[1] for m in data), np.int64, len(data)), pa.int64()
                 )
             elif name == "topic":
-                cols[name] = pa.array(topics if topics is not None else [s.topics[0]] * len(data), pa.string())
+                cols[name] = pa.array(
+                    topics if topics is not None else [s.topics[0]] * len(data), pa.string()
+                )
             elif name == "key":
                 cols[name] = pa.array([m.key() for m in data], pa.binary())
         for name, arr in cols.items():
@@ -432,6 +515,39 @@ class ShardReader:
                     self._close_partition(consumer, key, open_parts)
         return None if keep.all() else keep
 
+    def _track(
+        self, parts: np.ndarray, offs: np.ndarray, topics: list[str] | None, bad: set[int]
+    ) -> None:
+        """Remember the last good offset per partition, and for each skipped message the last
+        good offset before it (see NOTE [ Kafka offsets as stream positions ])."""
+        t0 = self.stream.topics[0]
+        lg = self.last_good
+        if not bad and topics is None:
+            for p in np.unique(parts).tolist():
+                lg[pkey(t0, p)] = int(offs[parts == p].max())
+            return
+        for i, (p, o) in enumerate(zip(parts.tolist(), offs.tolist())):
+            k = pkey(topics[i] if topics is not None else t0, p)
+            if i in bad:
+                self.pending_skips.setdefault(k, deque()).append((o, lg.get(k, -1)))
+            else:
+                lg[k] = o
+
+    def absorb_skips(self, nxt: dict[str, int]) -> int:
+        """Move ``nxt`` past skipped messages whose preceding good row was handed out; returns
+        how many were absorbed (called by ``KafkaStream._advance`` in this process)."""
+        n = 0
+        for k, dq in self.pending_skips.items():
+            at = nxt.get(k)
+            if at is None:
+                continue
+            while dq and dq[0][1] < at:
+                off, _ = dq.popleft()
+                at = max(at, off + 1)
+                n += 1
+            nxt[k] = at
+        return n
+
     def _on_bad(self, data: list[Any], bad: list[tuple[int, str]]) -> None:
         s = self.stream
         i, why = bad[0]
@@ -442,7 +558,6 @@ class ShardReader:
                 f"malformed Kafka message at {where}: {why} "
                 "(on_error='skip' skips and counts such messages)"
             )
-        self.skipped += len(bad)
         s.stats.skipped += len(bad)
         for i, why in bad:
             if len(s.stats.recent_skips) >= 20:

@@ -82,7 +82,15 @@ class KafkaWindows(IterableDataset[Any]):
 
     def fingerprint(self) -> str:
         return _digest(
-            ["KafkaWindows", self.stream.fingerprint(), self.key, self.size, self.step, self.features, self.target]
+            [
+                "KafkaWindows",
+                self.stream.fingerprint(),
+                self.key,
+                self.size,
+                self.step,
+                self.features,
+                self.target,
+            ]
         )
 
     def __iter__(self) -> _WindowIterator:
@@ -171,7 +179,9 @@ class _WindowIterator:
             y = None
             if rec.get("y") is not None:
                 y = np.frombuffer(rec["y"], dtype=np.dtype(self._y_dtype or "float64")).copy()
-            items.append((int(rec["t"]), json.loads(k), _Buf(x, y, int(rec["skip"]), int(rec["t"]))))
+            items.append(
+                (int(rec["t"]), json.loads(k), _Buf(x, y, int(rec["skip"]), int(rec["t"])))
+            )
         self._bufs = OrderedDict((k, b) for _, k, b in sorted(items, key=lambda i: i[0]))
 
     @staticmethod
@@ -212,19 +222,28 @@ class _WindowIterator:
         o = self.owner
         names = table.column_names
         if o.key not in names:
-            raise NotFoundError(f"window key column {o.key!r} is not in {o.stream.describe()}: {names}")
+            raise NotFoundError(
+                f"window key column {o.key!r} is not in {o.stream.describe()}: {names}"
+            )
         if o.features is None:
             skip = {o.key, o.target, "partition", "offset", "timestamp", "topic", "key"}
             o.features = [
-                n for n in names
-                if n not in skip and (pa.types.is_integer(table.schema.field(n).type) or pa.types.is_floating(table.schema.field(n).type))
+                n
+                for n in names
+                if n not in skip
+                and (
+                    pa.types.is_integer(table.schema.field(n).type)
+                    or pa.types.is_floating(table.schema.field(n).type)
+                )
             ]
             if not o.features:
                 raise DataError(f"{o.stream.describe()} has no numeric column to window over")
         x = np.empty((table.num_rows, len(o.features)), dtype=np.float32)
         for j, f in enumerate(o.features):
             if f not in names:
-                raise NotFoundError(f"window feature {f!r} is not in {o.stream.describe()}: {names}")
+                raise NotFoundError(
+                    f"window feature {f!r} is not in {o.stream.describe()}: {names}"
+                )
             col = table.column(f)
             if col.null_count:
                 raise DataError(f"window feature {f!r} of {o.stream.describe()} has a NULL")
@@ -238,7 +257,9 @@ class _WindowIterator:
         keys = table.column(o.key).to_numpy(zero_copy_only=False)
         return keys, x, y
 
-    def _table_windows(self, table: pa.Table) -> tuple[list[tuple[str, int, Any]], list[Any], list[Any]]:
+    def _table_windows(
+        self, table: pa.Table
+    ) -> tuple[list[tuple[str, int, Any]], list[Any], list[Any]]:
         o = self.owner
         keys, x, y = self._columns(table)
         parts = table.column("partition").to_numpy()
@@ -254,7 +275,9 @@ class _WindowIterator:
             k = uniq[g].item() if hasattr(uniq[g], "item") else uniq[g]
             buf = self._bufs.get(k)
             if buf is None:
-                buf = _Buf(np.empty((0, x.shape[1]), np.float32), None if y is None else y[:0], 0, 0)
+                buf = _Buf(
+                    np.empty((0, x.shape[1]), np.float32), None if y is None else y[:0], 0, 0
+                )
                 self._bufs[k] = buf
             new_idx = idx
             if buf.skip:
@@ -276,7 +299,10 @@ class _WindowIterator:
                 start += o.step
             if start > len(bx):
                 buf.skip = start - len(bx)
-            buf.x, buf.y = bx[start:].copy() if start else bx, (None if by is None else by[start:].copy() if start else by)
+            buf.x, buf.y = (
+                bx[start:].copy() if start else bx,
+                (None if by is None else by[start:].copy() if start else by),
+            )
             buf.tick = self.rows + int(idx[-1])
             touched.append((buf.tick, k))
         for _, k in sorted(touched, key=lambda t: t[0]):

@@ -29,6 +29,7 @@ from ._kafka_reader import (
     META_KEY,
     KafkaStats,
     ShardReader,
+    close_consumer,
     kafka_call,
     make_consumer,
     split_pkey,
@@ -133,7 +134,11 @@ class KafkaStream(StreamDataset):
         if self.decode == "bytes":
             self.value_columns = None
         for col in self.spec.needed_columns():
-            if self.value_columns is not None and col not in self.value_columns and col not in self.meta_columns:
+            if (
+                self.value_columns is not None
+                and col not in self.value_columns
+                and col not in self.meta_columns
+            ):
                 raise ConfigError(
                     f"feature/target column {col!r} is not among the selected columns {self.columns}"
                 )
@@ -192,7 +197,11 @@ class KafkaStream(StreamDataset):
         return f"Kafka topic{'s' if len(self.topics) > 1 else ''} {names}"
 
     def fingerprint(self) -> str:
-        decode = self.decode if isinstance(self.decode, str) else getattr(self.decode, "__qualname__", "callable")
+        decode = (
+            self.decode
+            if isinstance(self.decode, str)
+            else getattr(self.decode, "__qualname__", "callable")
+        )
         return _digest(["KafkaStream", self.topics, decode, self.columns])
 
     def __repr__(self) -> str:
@@ -225,6 +234,7 @@ class KafkaStream(StreamDataset):
             "skipped": int(position.get("skipped", 0)) if position else 0,
         }
         meta = (table.schema.metadata or {}).get(META_KEY)
+        reader = None
         if meta is not None:
             info = json.loads(meta)
             for k, v in info["start"].items():
@@ -232,25 +242,22 @@ class KafkaStream(StreamDataset):
             if out["end"] is None:
                 out["end"] = info["end"]
             reader = LIVE_READERS.get(info["reader"])
-            if reader is not None:
-                out["skipped"] = reader.skipped
         if table.num_rows:
             parts = table.column("partition").to_numpy()
             offs = table.column("offset").to_numpy()
-            topics = (
-                table.column("topic").to_pylist() if "topic" in table.column_names and len(self.topics) > 1 else None
-            )
-            if topics is None:
-                t0 = self.topics[0]
-                for p in np.unique(parts).tolist():
-                    last = int(offs[parts == p].max()) + 1
-                    key = f"{t0}:{p}"
-                    nxt[key] = max(nxt.get(key, 0), last)
-            else:
+            if len(self.topics) > 1:
+                topics = table.column("topic").to_pylist()
                 for t, p, o in zip(topics, parts.tolist(), offs.tolist()):
                     key = f"{t}:{p}"
                     nxt[key] = max(nxt.get(key, 0), int(o) + 1)
+            else:
+                t0 = self.topics[0]
+                for p in np.unique(parts).tolist():
+                    key = f"{t0}:{p}"
+                    nxt[key] = max(nxt.get(key, 0), int(offs[parts == p].max()) + 1)
             out["delivered"] += table.num_rows
+        if reader is not None and reader.pending_skips:
+            out["skipped"] += reader.absorb_skips(nxt)
         return out
 
     # -- checkpoints and the consumer group ------------------------------------------------------
@@ -294,7 +301,9 @@ class KafkaStream(StreamDataset):
             "skipped": sum(int(p.get("skipped", 0)) for p in pos),
         }
 
-    def commit(self, state_or_loader: Any, group_id: str | None = None) -> dict[tuple[str, int], int]:
+    def commit(
+        self, state_or_loader: Any, group_id: str | None = None
+    ) -> dict[tuple[str, int], int]:
         """Write the offsets of a checkpoint (see :meth:`offsets`) to the consumer group
         ``group_id`` (default: the stream's). Returns what was committed. A consumer that follows
         the group then resumes after the last message the training loop received: at least once
@@ -316,7 +325,7 @@ class KafkaStream(StreamDataset):
                 asynchronous=False,
             )
         finally:
-            consumer.close()
+            close_consumer(consumer)
         return offsets
 
     def committed(self, group_id: str | None = None) -> dict[tuple[str, int], int]:
@@ -332,11 +341,14 @@ class KafkaStream(StreamDataset):
         try:
             parts = list_partitions(stream, consumer)
             got = kafka_call(
-                self, f"read the offsets of group {group!r}", consumer.committed,
-                [ck.TopicPartition(t, p) for t, p in parts], timeout=self.timeout,
+                self,
+                f"read the offsets of group {group!r}",
+                consumer.committed,
+                [ck.TopicPartition(t, p) for t, p in parts],
+                timeout=self.timeout,
             )
         finally:
-            consumer.close()
+            close_consumer(consumer)
         return {(x.topic, x.partition): int(x.offset) for x in got}
 
     def lag(self, state_or_loader: Any = None) -> dict[tuple[str, int], int]:
@@ -352,13 +364,17 @@ class KafkaStream(StreamDataset):
             out = {}
             for t, p in parts:
                 low, high = kafka_call(
-                    self, "read the end offsets", consumer.get_watermark_offsets,
-                    ck.TopicPartition(t, p), timeout=self.timeout, cached=False,
+                    self,
+                    "read the end offsets",
+                    consumer.get_watermark_offsets,
+                    ck.TopicPartition(t, p),
+                    timeout=self.timeout,
+                    cached=False,
                 )
                 at = pos.get((t, p), -1)
                 out[(t, p)] = int(high) - (int(at) if at >= 0 else int(low))
         finally:
-            consumer.close()
+            close_consumer(consumer)
         return out
 
     def _on_checkpoint(self, state: dict[str, Any]) -> None:
@@ -390,4 +406,3 @@ class KafkaStream(StreamDataset):
         from ._kafka_windows import KafkaWindows
 
         return KafkaWindows(self, key, size, step, features, target, max_keys)
-

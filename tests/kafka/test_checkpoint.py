@@ -1,0 +1,168 @@
+"""Exactly once per bounded epoch (0 and 2 workers, two DDP ranks) and offsets as training state:
+resume == uninterrupted, also after SIGKILL, also with a new group id."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from kafka_helpers import by_partition, pairs, telemetry
+
+import tensorfeed as tfd
+
+HERE = Path(__file__).parent
+
+
+def full_run(cluster, name: str) -> dict[int, list[int]]:
+    s = tfd.KafkaStream(cluster.bootstrap, name, timeout=10)
+    return by_partition([pr for cb in s.iter_batches() for pr in pairs(cb.table.to_pydict())])
+
+
+def read_all(loader) -> list[tuple[int, int]]:
+    return [pr for b in loader for pr in pairs(b)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_exactly_once_per_epoch(cluster, topic, workers):
+    name = topic(300, partitions=4)
+    s = tfd.KafkaStream(cluster.bootstrap, name, timeout=10)
+    loader = tfd.DataLoader(s, batch_size=32, num_workers=workers, persistent_workers=workers > 0)
+    for _epoch in range(2):  # each bounded epoch replays the topic from `start`
+        seen = read_all(loader)
+        assert len(seen) == 300 == len(set(seen))
+        parts = by_partition(seen)
+        assert all(offs == list(range(len(offs))) for offs in parts.values())  # in order
+    assert s.counts(loader) == {"delivered": 300, "skipped": 0}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_exactly_once_across_two_ddp_ranks(cluster, topic, tmp_path):
+    name = topic(240, partitions=6)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+        "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+        str(HERE / "ddp_reader.py"), cluster.bootstrap, name, str(tmp_path), "2",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    sets = [{tuple(p) for p in r["pairs"]} for r in ranks]
+    assert not sets[0] & sets[1]
+    assert len(sets[0]) + len(sets[1]) == 240
+    assert {p for p, _ in sets[0]}.isdisjoint({p for p, _ in sets[1]})  # partitions, not rows
+    assert sum(len(r["pairs"]) for r in ranks) == 240  # no duplicates within a rank either
+    # each rank's checkpoint holds exactly its own partitions, at their ends
+    offsets = {(p, o) for r in ranks for _, p, o in r["offsets"]}
+    ends = {}
+    for p, o in sets[0] | sets[1]:
+        ends[p] = max(ends.get(p, 0), o + 1)
+    assert {(p, o) for p, o in offsets if o} == set(ends.items())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_equals_uninterrupted_with_new_group(cluster, topic, workers):
+    name = topic(260, partitions=4)
+    expect = full_run(cluster, name)
+    s = tfd.KafkaStream(cluster.bootstrap, name, group_id="run-a", timeout=10)
+    loader = tfd.DataLoader(s, batch_size=16, num_workers=workers)
+    before: list[tuple[int, int]] = []
+    for i, b in enumerate(loader):
+        before += pairs(b)
+        if i == 5:
+            state = loader.state_dict()
+            break
+    del loader
+    # the state records, per partition, the offset after the last row handed out (not prefetched)
+    handed = {}
+    for p, o in before:
+        handed[p] = max(handed.get(p, 0), o + 1)
+    offsets = s.offsets(state)
+    assert {p: o for (_, p), o in offsets.items() if p in handed} == handed
+    assert all(o == 0 for (_, p), o in offsets.items() if p not in handed)
+    # more messages arrive before the resume: the resumed epoch still ends where it would have
+    cluster.produce(name, [telemetry(1000 + i) for i in range(20)])
+
+    s2 = tfd.KafkaStream(cluster.bootstrap, name, group_id="run-b", timeout=10)
+    resumed = tfd.DataLoader(s2, batch_size=16, num_workers=workers)
+    resumed.load_state_dict(state)
+    after = read_all(resumed)
+    joined = by_partition(before + after)
+    assert joined == expect
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(cluster, topic, tmp_path):
+    name = topic(300, partitions=4)
+    expect = full_run(cluster, name)
+    state_path, seen_path = tmp_path / "state.pt", tmp_path / "seen.json"
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "kill_reader.py"), cluster.bootstrap, name, str(state_path), str(seen_path), "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert line.strip() == "SAVED"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    before = [tuple(p) for p in json.loads(seen_path.read_text())]
+    state = torch.load(state_path, weights_only=False)
+
+    s = tfd.KafkaStream(cluster.bootstrap, name, group_id="after-kill", timeout=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loader = tfd.DataLoader(s, batch_size=10, num_workers=2)
+        loader.load_state_dict(state)
+        after = read_all(loader)
+    assert by_partition(before + after) == expect
+
+
+def test_state_from_other_stream_is_refused(cluster, topic):
+    a, b = topic(20), topic(20)
+    la = tfd.DataLoader(tfd.KafkaStream(cluster.bootstrap, a, timeout=5), batch_size=4)
+    next(iter(la))
+    lb = tfd.DataLoader(tfd.KafkaStream(cluster.bootstrap, b, timeout=5), batch_size=4)
+    with pytest.raises(tfd.StateError):
+        lb.load_state_dict(la.state_dict())
+
+
+def test_state_with_other_worker_count_is_refused(cluster, topic):
+    name = topic(80, partitions=4)
+    s = tfd.KafkaStream(cluster.bootstrap, name, timeout=5)
+    it = iter(tfd.DataLoader(s, batch_size=8))
+    next(it)
+    from tensorfeed.sampling import World
+
+    pos = s._advance({}, next(s.iter_batches()).table)
+    with pytest.raises(tfd.StateError, match="different number"):
+        list(s._iter_tables(World(0, 1, 1, 2), 0, pos))
+
+
+def test_row_iteration_checkpoints_too(cluster, topic):
+    """A plain torch DataLoader (row by row) over the stream is checkpointable as well."""
+    name = topic(40, partitions=2)
+    expect = full_run(cluster, name)
+    s = tfd.KafkaStream(cluster.bootstrap, name, timeout=5)
+    it = iter(s)
+    before = [(r["partition"], r["offset"]) for r, _ in zip(it, range(15))]
+    state = it.state_dict()
+    it2 = iter(tfd.KafkaStream(cluster.bootstrap, name, timeout=5))
+    it2.load_state_dict(state)
+    after = [(r["partition"], r["offset"]) for r in it2]
+    assert by_partition(before + after) == expect
