@@ -30,8 +30,6 @@ from torch.utils.data import DataLoader as TorchLoader
 from torch.utils.data import Dataset
 
 import tensorfeed as tfd
-from tensorfeed.columns import TensorBatch
-from tensorfeed.dataset import normalize_indices
 
 warnings.filterwarnings("ignore", message=".*set_vital.*")
 
@@ -61,42 +59,6 @@ class RowTensorDataset(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.x[i]
-
-
-class _LeanBatch(TensorBatch):
-    """A TensorBatch whose conversion skips no-op ``.to(float32)`` calls (proposed fix)."""
-
-    __slots__ = ()
-
-    def to_batch(self, opts: Any = None) -> Any:
-        return self.data
-
-
-class ProposedBlockDataset(tfd.MemoryDataset):
-    """A proposal for tfd.MemoryDataset, measured side by side: the numeric columns are kept as
-    one row-major [rows, k] block, so a batch is ONE gather of whole rows (not k gathers of
-    scattered values), then transposed into a [k, batch] tensor whose rows are the contiguous
-    column tensors: one storage per batch, so a worker ships one shared-memory segment."""
-
-    def _block(self) -> tuple[list[str], torch.Tensor]:
-        if "_block_cache" not in self.__dict__:
-            view = self._tensor_view()
-            assert isinstance(view, dict)
-            names = list(view)
-            block = torch.stack([view[k] for k in names], 1).contiguous()
-            self.__dict__["_block_cache"] = (names, block)
-        return self.__dict__["_block_cache"]
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_block_cache", None)
-        return state
-
-    def __getitems__(self, indices: Any) -> Any:
-        names, block = self._block()
-        idx = torch.from_numpy(normalize_indices(indices, len(self)))
-        cols = block.index_select(0, idx).t().contiguous()
-        return _LeanBatch(dict(zip(names, cols.unbind(0))))
 
 
 @dataclass
@@ -238,22 +200,6 @@ def main(argv: list[str] | None = None) -> int:
     r.memory = mem.summary() if mem is not None else {}
     results.append(r)
     del loader2
-
-    proposed = ProposedBlockDataset(columns)
-    loader3 = tfd.DataLoader(proposed, batch_size=bs, shuffle=True, seed=args.seed)
-    timed("warm-up", loader3)
-    results.append(timed("proposal: row-block MemoryDataset, 0 workers", loader3))
-    loader4 = tfd.DataLoader(
-        ProposedBlockDataset(columns), batch_size=bs, shuffle=True, seed=args.seed, num_workers=2
-    )
-    results.append(
-        timed(
-            "proposal: row-block MemoryDataset, 2 workers",
-            loader4,
-            note="wall includes worker start-up",
-        )
-    )
-    del loader4
 
     torch_rows = min(args.torch_rows, args.rows)
     note = f"first {torch_rows:,} rows of the epoch"

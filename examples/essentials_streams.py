@@ -3,7 +3,7 @@
 import numpy as np
 
 import tensorfeed as tfd
-from tensorfeed.split import balance_stream  # also tfd.balance_stream once exported
+from tensorfeed import balance_stream
 
 rng = np.random.default_rng(0)
 n = 20_000

@@ -40,16 +40,18 @@ _EXPORTS: dict[str, str] = {
     "SourceChangedError": "errors",
     "StateError": "errors",
     "StreamDataset": "dataset",
+    "Subset": "splitting",
     "TensorfeedError": "errors",
     "WeightedSampler": "sampling",
     "World": "sampling",
+    "balance_stream": "splitting",
     "collate": "columns",
     "loaders": "loader",
     "open": "registry",
     "pad_collate": "columns",
-    "random_split": "split",
+    "random_split": "splitting",
     "seed_everything": "sampling",
-    "split": "split",
+    "split": "splitting",
     "tune": "tuning",
 }
 
@@ -98,5 +100,5 @@ if TYPE_CHECKING:  # pragma: no cover - static view of the lazy names
     from .sources.lake import LakeDataset, LakeStream
     from .sources.memory import MemoryDataset, MemoryStream
     from .sources.sql import SQLDataset, SQLStream
-    from .split import random_split, split
+    from .splitting import Subset, balance_stream, random_split, split
     from .tuning import tune

@@ -177,6 +177,13 @@ def _list_column(
     if isinstance(flat, pa.ChunkedArray):  # pragma: no cover - combine_chunks returns Array
         flat = flat.chunk(0)
     if pa.types.is_fixed_size_list(flat.type):
+        width = flat.type.list_size
+        values = flat.flatten()
+        conv = _as_numeric_arrow(pa.chunked_array([values]), values.type)
+        if conv is not None and not values.null_count:
+            # every row has the same width: a plain [n, width] tensor, no padding or lengths
+            num = _torch_from_numpy(_numpy(conv[0]), conv[1], opts)
+            return {name: num.reshape(len(flat), width)}
         flat = flat.cast(pa.list_(flat.type.value_type))
     lengths = pc.list_value_length(flat).to_numpy(zero_copy_only=False).astype(np.int64)
     values = pc.list_flatten(flat)
@@ -331,8 +338,15 @@ class TensorBatch(Sequence[Any]):
         return tuple(v[i] for v in self.data)
 
     def to_batch(self, opts: ConvertOptions = ConvertOptions()) -> Batch:
+        if all(not t.is_floating_point() or t.dtype == opts.float_dtype for t in self._tensors()):
+            return self.data  # already in the wanted dtypes (the in-memory fast path)
+
         def conv(t: torch.Tensor) -> torch.Tensor:
-            return t.to(opts.float_dtype) if t.is_floating_point() else t
+            return (
+                t.to(opts.float_dtype)
+                if t.is_floating_point() and t.dtype != opts.float_dtype
+                else t
+            )
 
         if isinstance(self.data, dict):
             return {k: conv(v) for k, v in self.data.items()}

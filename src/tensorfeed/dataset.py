@@ -36,15 +36,20 @@ from .sampling import World, dist_rank_world, shard_seed
 
 
 def normalize_indices(indices: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
-    """Indices as int64 numpy, negatives wrapped like a list; out of range is an IndexError."""
+    """Indices as int64 numpy, negatives wrapped like a list; out of range is an IndexError.
+    (Two reductions and no copy for the common case of in-range int64 indices.)"""
     idx = np.asarray(indices)
     if idx.dtype == np.bool_ or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
         raise TypeError(f"dataset indices must be integers, got {idx.dtype}")
-    idx = idx.astype(np.int64, copy=True).reshape(-1)
-    neg = idx < 0
-    idx[neg] += n
-    bad = (idx < 0) | (idx >= n)
-    if bad.any():
+    idx = idx.astype(np.int64, copy=False).reshape(-1)
+    if not idx.size:
+        return idx
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0:
+        idx = np.where(idx < 0, idx + n, idx)
+        lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= n:
+        bad = (idx < 0) | (idx >= n)
         first = int(np.asarray(indices).reshape(-1)[int(np.argmax(bad))])
         raise IndexError(f"index {first} is out of range for a dataset of {n} rows")
     return idx

@@ -248,6 +248,11 @@ class DataLoader(StatefulDataLoader):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["tensorfeed"] = {"epoch": self.epoch, "dataset": self._identity(), "seed": self.seed}
+        # A sampler fed by the training loop (HardExampleSampler.update) has state the loop
+        # changed after torchdata's snapshot of it: save the loop's view too.
+        loop = getattr(self._epoch_sampler or self.sampler, "loop_state_dict", None)
+        if callable(loop):
+            state["tensorfeed"]["sampler_loop"] = loop()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -262,6 +267,8 @@ class DataLoader(StatefulDataLoader):
             raise StateError(f"this state dict was made with seed={ours['seed']}, not {self.seed}")
         rest = {k: v for k, v in state_dict.items() if k != "tensorfeed"}
         super().load_state_dict(rest)
+        if "sampler_loop" in ours:
+            (self._epoch_sampler or self.sampler).load_loop_state_dict(ours["sampler_loop"])
         self.epoch = int(ours["epoch"])
         self._next_epoch = self.epoch
         if isinstance(self.dataset, _BatchIterable | StreamDataset):

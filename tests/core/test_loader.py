@@ -123,6 +123,27 @@ def test_supervised_batches_and_stats():
     assert 0.0 <= st.wait_fraction <= 1.0 and st.rows_per_s > 0
 
 
+def test_memory_batches_match_samples_for_mixed_and_2d_columns():
+    rng = np.random.default_rng(1)
+    data = {
+        "id": np.arange(N),
+        "emb": rng.random((N, 4)).astype(np.float32),
+        "flag": np.arange(N) % 2 == 0,
+        "w": rng.random(N),
+    }
+    ds = tfd.MemoryDataset(data)
+    batch = next(iter(tfd.DataLoader(ds, batch_size=7, shuffle=True, seed=2)))
+    assert set(batch) == {"id", "emb", "flag", "w"}  # a [n, 4] array is not padded
+    assert batch["emb"].shape == (7, 4) and batch["flag"].dtype == torch.bool
+    for j, i in enumerate(batch["id"].tolist()):
+        sample = ds[i]
+        assert np.allclose(batch["emb"][j].numpy(), sample["emb"])
+        assert (
+            batch["flag"][j].item() == sample["flag"]
+            and abs(batch["w"][j].item() - sample["w"]) < 1e-6
+        )
+
+
 def test_missing_feature_column_is_named():
     with pytest.raises(tfd.NotFoundError, match="'nope'"):
         tfd.MemoryDataset(_data(), features=["x", "nope"], target="y")

@@ -7,7 +7,7 @@ import pytest
 from conftest import roundtrip
 
 import tensorfeed as tfd
-from tensorfeed.split import balance_stream
+from tensorfeed.splitting import balance_stream
 
 
 def _labels_stream(counts: dict[int, int], seed: int = 0, **kw) -> tfd.MemoryStream:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tensorfeed as tfd
-from tensorfeed.split import Subset, stable_hash
+from tensorfeed.splitting import Subset, stable_hash
 
 
 def _fractions(raw: list[int]) -> dict[str, float]:

@@ -34,9 +34,10 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 import pyarrow as pa
+import torch
 
-from ..columns import RowLocator, make_spec
-from ..dataset import MapDataset, StreamDataset, _digest
+from ..columns import ColumnBatch, ConvertOptions, RowLocator, make_spec
+from ..dataset import MapDataset, StreamDataset, _digest, normalize_indices
 from ..errors import ConfigError
 from ..sampling import EpochSampler, World
 from ._lake_fs import display_uri, parse_location, parse_storage_options
@@ -53,6 +54,7 @@ from ._lake_read import ReadAhead, check_nulls, read_unit_table
 from ._lake_sampler import LocalitySampler
 
 _DEFAULT_CACHE_BYTES = 512 * 2**20
+_CONVERT = ConvertOptions()
 
 
 def _lake_spec(
@@ -326,12 +328,21 @@ class LakeDataset(MapDataset):
 
     def _fetch(self, indices: np.ndarray) -> pa.Table:
         """Rows in the order asked; each row group decoded once (and cached, LRU)."""
+        return self._gather_batch(np.asarray(indices, dtype=np.int64))[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> ColumnBatch:
+        """A batch in one pass: gathered with numpy from the cached row groups and converted
+        to tensors straight from those arrays (see :class:`_LakeBatch`)."""
+        idx = normalize_indices(indices, len(self))
+        table, numeric = self._gather_batch(idx)
+        return _LakeBatch(table, self.spec, self._locator(idx), numeric)
+
+    def _gather_batch(self, indices: np.ndarray) -> tuple[pa.Table, dict[str, np.ndarray] | None]:
         if len(indices) == 0:
-            return self._plan.schema.empty_table()
-        units, phys = self._physical(np.asarray(indices, dtype=np.int64))
-        uniq = np.unique(units)
-        if len(uniq) == 1:
-            segments = [(self._unit(int(uniq[0])), None, phys)]
+            return self._plan.schema.empty_table(), None
+        units, phys = self._physical(indices)
+        if len(units) == 1 or units.min() == units.max():
+            segments = [(self._unit(int(units[0])), None, phys)]
         else:
             order = np.argsort(units, kind="stable")
             bounds = np.flatnonzero(np.diff(units[order])) + 1
@@ -425,10 +436,11 @@ class LakeDataset(MapDataset):
 
 def _gather(
     schema: pa.Schema, segments: list[tuple[_Decoded, np.ndarray | None, np.ndarray]], n: int
-) -> pa.Table:
+) -> tuple[pa.Table, dict[str, np.ndarray] | None]:
     """Rows from decoded units into one table in the batch's order. ``segments`` are
     (unit, positions in the batch or None for all, row numbers in the unit), grouped by unit."""
     cols: list[Any] = [None] * len(schema)
+    numeric: dict[str, np.ndarray] | None = None
     first = segments[0][0]
     inverse = None
     if len(segments) > 1:
@@ -442,9 +454,11 @@ def _gather(
             else:
                 rows = np.concatenate([dec.groups[g][1][r] for dec, _, r in segments])[inverse]
             by_col = np.ascontiguousarray(rows.T)  # [columns, n]: each column contiguous
+            numeric = {} if numeric is None else numeric
             for i, j in enumerate(js):
                 typ = schema.field(j).type
                 cols[j] = pa.Array.from_buffers(typ, n, [None, pa.py_buffer(by_col[i])])
+                numeric[schema.field(j).name] = by_col[i]
         rest = list(first.arrow)
     else:  # NULLs in some row groups only: every column through Arrow
         rest = list(range(len(schema)))
@@ -455,7 +469,59 @@ def _gather(
         else:
             merged = pa.concat_arrays([p.cast(schema.field(j).type) for p in pieces])
             cols[j] = merged.take(pa.array(inverse))
-    return pa.Table.from_arrays(cols, schema=schema)
+    return pa.Table.from_arrays(cols, schema=schema), numeric
+
+
+class _LakeBatch(ColumnBatch):
+    """A ColumnBatch that also holds its fixed-width numeric columns as the numpy arrays they
+    were gathered into, so ``collate`` turns them into tensors without a round trip through
+    Arrow. The dtype rules are tensorfeed's (integers -> int64, floats -> ``float_dtype``);
+    anything else (transforms, strings, lists, NULLs) takes the general ColumnBatch path."""
+
+    __slots__ = ("_numeric",)
+
+    def __init__(
+        self,
+        table: pa.Table,
+        spec: Any,
+        locator: RowLocator,
+        numeric: dict[str, np.ndarray] | None,
+    ) -> None:
+        super().__init__(table, spec, locator)
+        self._numeric = numeric
+
+    def to_batch(self, opts: ConvertOptions = _CONVERT) -> Any:
+        num, spec = self._numeric, self.spec
+        if num is None or spec.transform is not None or spec.target_transform is not None:
+            return super().to_batch(opts)
+        float_np = np.float64 if opts.float_dtype == torch.float64 else np.float32
+        if spec.supervised:
+            feats = list(spec.features or ())
+            need = feats + ([spec.target] if spec.target is not None else [])
+            if any(c not in num for c in need):
+                return super().to_batch(opts)
+            x = None
+            if feats:
+                out = np.empty((self.table.num_rows, len(feats)), dtype=float_np)
+                for j, c in enumerate(feats):
+                    out[:, j] = num[c]
+                x = _as_float(torch.from_numpy(out), opts)
+            y = _tensor(num[spec.target], float_np, opts) if spec.target is not None else None
+            return (x, y) if x is not None else y
+        if len(num) != self.table.num_columns:
+            return super().to_batch(opts)
+        return {c: _tensor(num[c], float_np, opts) for c in self.table.column_names}
+
+
+def _as_float(t: torch.Tensor, opts: ConvertOptions) -> torch.Tensor:
+    return t if t.dtype == opts.float_dtype else t.to(opts.float_dtype)
+
+
+def _tensor(values: np.ndarray, float_np: Any, opts: ConvertOptions) -> torch.Tensor:
+    """A gathered column (a fresh array owned by this batch) -> tensor, tensorfeed's rules."""
+    if values.dtype.kind in "iu":
+        return torch.from_numpy(values if values.dtype == np.int64 else values.astype(np.int64))
+    return _as_float(torch.from_numpy(values.astype(float_np, copy=False)), opts)
 
 
 def _arrow_column(dec: _Decoded, j: int, schema: pa.Schema) -> pa.Array:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,7 @@ class MemoryDataset(MapDataset):
         self.name = name
         self.spec = make_spec(features, target, transform, target_transform)
         self.spec.check_columns(self.table.column_names, self.describe())
+        self._tensor_view()  # built before workers fork, so they share it instead of copying
 
     def _num_rows(self) -> int:
         return self.table.num_rows
@@ -91,40 +93,18 @@ class MemoryDataset(MapDataset):
         state.pop("_tensor_cache", None)  # rebuilt lazily in the receiving process
         return state
 
-    def _tensor_view(self) -> dict[str, torch.Tensor] | tuple[torch.Tensor, torch.Tensor] | None:
-        """The data as whole tensors (X and Y pre-stacked) when every needed column becomes a
-        plain tensor and there are no per-sample transforms; None means: use the Arrow path."""
+    def _tensor_view(self) -> _TensorView | None:
+        """The data as whole tensors when every needed column becomes a plain tensor and there
+        are no per-sample transforms; None means: use the Arrow path."""
         if "_tensor_cache" not in self.__dict__:
-            self.__dict__["_tensor_cache"] = self._build_tensor_view()
+            self.__dict__["_tensor_cache"] = _TensorView.build(self)
         return self.__dict__["_tensor_cache"]
-
-    def _build_tensor_view(
-        self,
-    ) -> dict[str, torch.Tensor] | tuple[torch.Tensor, torch.Tensor] | None:
-        spec = self.spec
-        if spec.transform is not None or spec.target_transform is not None:
-            return None
-        if spec.supervised and (spec.features is None or spec.target is None):
-            return None
-        try:
-            out = ColumnBatch(self.table, spec, self._locator(np.arange(0))).to_batch()
-        except TensorfeedError:  # a NULL or a non-numeric column: the Arrow path names it
-            return None
-        values = out.values() if isinstance(out, dict) else out
-        if not all(isinstance(t, torch.Tensor) for t in values):
-            return None  # strings/bytes columns stay lists
-        if isinstance(out, dict) and any(k.endswith(LENGTHS_SUFFIX) for k in out):
-            return None  # padded list columns: keep per-batch padding widths
-        return out
 
     def __getitems__(self, indices: Sequence[int]) -> Any:
         view = self._tensor_view()
         if view is None:
             return super().__getitems__(indices)
-        idx = torch.from_numpy(normalize_indices(indices, len(self)))
-        if isinstance(view, dict):
-            return TensorBatch({k: v.index_select(0, idx) for k, v in view.items()})
-        return TensorBatch(tuple(v.index_select(0, idx) for v in view))
+        return TensorBatch(view.gather(torch.from_numpy(normalize_indices(indices, len(self)))))
 
     def _fetch(self, indices: np.ndarray) -> pa.Table:
         return self.table.take(pa.array(indices))
@@ -155,6 +135,60 @@ class MemoryDataset(MapDataset):
                 self.__dict__["_content_digest"],
             ]
         )
+
+
+@dataclass(frozen=True)
+class _TensorView:
+    """Row-major blocks of same-dtype scalar columns (one ``index_select`` gathers a whole batch
+    of them: a row of 12 float32 is one cache line, 12 column gathers are 12 scattered passes),
+    plus any other tensor column; or pre-stacked ``(X, Y)``."""
+
+    order: tuple[str, ...]
+    blocks: tuple[tuple[tuple[str, ...], torch.Tensor], ...] = ()
+    others: tuple[tuple[str, torch.Tensor], ...] = ()
+    xy: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def build(cls, ds: MemoryDataset) -> _TensorView | None:
+        spec = ds.spec
+        if spec.transform is not None or spec.target_transform is not None:
+            return None
+        if spec.supervised and (spec.features is None or spec.target is None):
+            return None
+        try:
+            out = ColumnBatch(ds.table, spec, ds._locator(np.arange(0))).to_batch()
+        except TensorfeedError:  # a NULL or a non-numeric column: the Arrow path names it
+            return None
+        values = list(out.values()) if isinstance(out, dict) else list(out)
+        if not all(isinstance(t, torch.Tensor) for t in values):
+            return None  # strings/bytes columns stay lists
+        if not isinstance(out, dict):
+            return cls(order=(), xy=(out[0], out[1]))
+        if any(k.endswith(LENGTHS_SUFFIX) for k in out):
+            return None  # ragged list columns: padding widths are per batch
+        by_dtype: dict[torch.dtype, list[str]] = {}
+        others = []
+        for name, t in out.items():
+            if t.dim() == 1:
+                by_dtype.setdefault(t.dtype, []).append(name)
+            else:
+                others.append((name, t))
+        blocks = tuple(
+            (tuple(names), torch.stack([out[n] for n in names], dim=1).contiguous())
+            for names in by_dtype.values()
+        )
+        return cls(order=tuple(out), blocks=blocks, others=tuple(others))
+
+    def gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor] | tuple[torch.Tensor, ...]:
+        if self.xy is not None:
+            return (self.xy[0].index_select(0, idx), self.xy[1].index_select(0, idx))
+        got: dict[str, torch.Tensor] = {}
+        for names, block in self.blocks:
+            # one gather, then one transpose copy: the columns are views of a single storage
+            got.update(zip(names, block.index_select(0, idx).t().contiguous().unbind(0)))
+        for name, t in self.others:
+            got[name] = t.index_select(0, idx)
+        return {name: got[name] for name in self.order}
 
 
 class MemoryStream(StreamDataset):

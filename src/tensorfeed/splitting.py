@@ -27,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-import sys
-import types
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -537,16 +535,3 @@ def balance_stream(
     (NOTE [ Checkpoints of filtered streams ]).
     """
     return BalancedStream(stream, label, ratios, seed, frequencies)
-
-
-class _SplitModule(types.ModuleType):
-    """``tensorfeed.split`` names both this module and :func:`split`. Importing the module
-    (``from tensorfeed.split import Subset``) makes Python set the package attribute
-    ``tensorfeed.split`` to the module, shadowing the lazily exported function; a callable
-    module keeps ``tfd.split(dataset, fractions)`` working whichever way it was reached."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return split(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _SplitModule
