@@ -467,3 +467,28 @@ def test_many_files_hold_no_descriptor_each(tmp_path: Path) -> None:
     assert len(ds) == 600 and len(ids_of(tfd.DataLoader(st, batch_size=100))) == 600
     assert sorted(ds.column("id").tolist()) == list(range(600))
     assert fds() - before < 100  # at most the bounded per-thread reader cache stays open
+
+
+def test_fast_batches_match_the_generic_conversion(local_lake: Path) -> None:
+    from tensorfeed.columns import ColumnBatch, ConvertOptions
+
+    idx = [5, 300, 17, 121, 359, 0]
+    for kw in (
+        {"columns": ["id", "age", "x", "label"]},
+        {"features": ["age", "x"], "target": "label"},
+        {"features": ["x"], "target": "x"},
+    ):
+        b = tfd.LakeDataset(str(local_lake), **kw).__getitems__(idx)
+        for opts in (ConvertOptions(), ConvertOptions(torch.float64)):
+            fast, slow = b.to_batch(opts), ColumnBatch.to_batch(b, opts)
+            pairs = (
+                list(zip(fast, slow))
+                if isinstance(fast, tuple)
+                else [(fast[k], slow[k]) for k in slow]
+            )
+            assert isinstance(fast, type(slow)) and len(pairs) == len(slow)
+            for a, c in pairs:
+                assert a.dtype == c.dtype and a.shape == c.shape and torch.equal(a, c)
+    # strings and partitions take the general path and still convert
+    b = tfd.LakeDataset(str(local_lake)).__getitems__(idx)
+    assert b.to_batch()["region"] == ColumnBatch.to_batch(b)["region"]
