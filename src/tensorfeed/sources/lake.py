@@ -240,6 +240,9 @@ class LakeDataset(MapDataset):
     def from_url(cls, url: str, **options: Any) -> LakeDataset:
         """``tfd.open("s3://bucket/lake/?format=parquet", storage_options={...})``."""
         uri, opts = _options_from_url(url, options)
+        for k in ("shuffle_buffer", "seed"):
+            if k in opts:
+                raise ConfigError(f"{k} applies to tfd.LakeStream, not to a map-style LakeDataset")
         return cls(uri, **opts)
 
     # -- the epoch --------------------------------------------------------------------------
