@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("confluent_kafka", reason="confluent-kafka is in tensorfeed[kafka]")
 
-from kafka_helpers import telemetry  # noqa: E402
+from kafka_helpers import telemetry
 
-from tensorfeed.sources._kafka_mock import MockCluster  # noqa: E402
+from tensorfeed.sources._kafka_mock import MockCluster
 
 _names = itertools.count()
 
@@ -52,8 +52,9 @@ def topic(cluster: MockCluster) -> Callable[..., str]:
         cluster.create_topic(name, partitions)
         vals = values if values is not None else [telemetry(i) for i in range(n)]
         if vals:
-            cluster.produce(name, vals, partition=[device_of(v, i) % partitions for i, v in enumerate(vals)])
+            cluster.produce(
+                name, vals, partition=[device_of(v, i) % partitions for i, v in enumerate(vals)]
+            )
         return name
 
     return make
-

@@ -53,9 +53,18 @@ def _free_port() -> int:
 def test_exactly_once_across_two_ddp_ranks(cluster, topic, tmp_path):
     name = topic(240, partitions=6)
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-        "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-        str(HERE / "ddp_reader.py"), cluster.bootstrap, name, str(tmp_path), "2",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--nnodes=1",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        str(HERE / "ddp_reader.py"),
+        cluster.bootstrap,
+        name,
+        str(tmp_path),
+        "2",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
@@ -111,8 +120,18 @@ def test_resume_after_sigkill(cluster, topic, tmp_path):
     expect = full_run(cluster, name)
     state_path, seen_path = tmp_path / "state.pt", tmp_path / "seen.json"
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "kill_reader.py"), cluster.bootstrap, name, str(state_path), str(seen_path), "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            str(HERE / "kill_reader.py"),
+            cluster.bootstrap,
+            name,
+            str(state_path),
+            str(seen_path),
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]

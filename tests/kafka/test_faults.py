@@ -77,7 +77,9 @@ def test_skip_keeps_the_checkpoint_exact(cluster, topic):
     it = iter(loader)
     before = pairs(next(it)) + pairs(next(it))
     state = loader.state_dict()
-    resumed = tfd.DataLoader(tfd.KafkaStream(cluster.bootstrap, name, on_error="skip", timeout=5), batch_size=10)
+    resumed = tfd.DataLoader(
+        tfd.KafkaStream(cluster.bootstrap, name, on_error="skip", timeout=5), batch_size=10
+    )
     resumed.load_state_dict(state)
     after = [pr for b in resumed for pr in pairs(b)]
     assert by_partition(before + after) == expect
@@ -93,8 +95,15 @@ def test_callable_decode_errors_are_malformed_messages(cluster, topic):
 
 def _slow_fetch_config() -> dict:
     # small fetches, so most messages are still on the broker when it goes down
-    return {"fetch.max.bytes": 2000, "message.max.bytes": 1000, "max.partition.fetch.bytes": 1000, "queued.max.messages.kbytes": 1,
-            "fetch.wait.max.ms": 10, "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 200}
+    return {
+        "fetch.max.bytes": 2000,
+        "message.max.bytes": 1000,
+        "max.partition.fetch.bytes": 1000,
+        "queued.max.messages.kbytes": 1,
+        "fetch.wait.max.ms": 10,
+        "reconnect.backoff.ms": 50,
+        "reconnect.backoff.max.ms": 200,
+    }
 
 
 @pytest.mark.slow
@@ -103,7 +112,9 @@ def test_broker_down_mid_epoch_and_back_loses_nothing(fault_cluster):
     mc.create_topic("tele", 2)
     n = 3000
     mc.produce("tele", [telemetry(i) for i in range(n)])
-    s = tfd.KafkaStream(mc.bootstrap, "tele", timeout=10, poll_batch=100, config=_slow_fetch_config())
+    s = tfd.KafkaStream(
+        mc.bootstrap, "tele", timeout=10, poll_batch=100, config=_slow_fetch_config()
+    )
     seen: list[tuple[int, int]] = []
     downtime = {}
 
@@ -134,9 +145,13 @@ def test_broker_down_with_loader_timeout_raises_cleanly(fault_cluster):
     mc = fault_cluster
     mc.create_topic("tele", 1)
     mc.produce("tele", [telemetry(i) for i in range(3000)])
-    s = tfd.KafkaStream(mc.bootstrap, "tele", timeout=10, poll_batch=50, config=_slow_fetch_config())
+    s = tfd.KafkaStream(
+        mc.bootstrap, "tele", timeout=10, poll_batch=50, config=_slow_fetch_config()
+    )
     # the worker is forked from this process, which hosts the cluster: see worker_init_fn
-    loader = tfd.DataLoader(s, batch_size=50, num_workers=1, timeout=3, worker_init_fn=mc.worker_init_fn())
+    loader = tfd.DataLoader(
+        s, batch_size=50, num_workers=1, timeout=3, worker_init_fn=mc.worker_init_fn()
+    )
     it = iter(loader)
     next(it)
     mc.broker_down()
@@ -155,7 +170,9 @@ def test_request_errors_are_retried(fault_cluster):
     mc = fault_cluster
     mc.create_topic("tele", 1)
     mc.produce("tele", [telemetry(i) for i in range(500)])
-    s = tfd.KafkaStream(mc.bootstrap, "tele", timeout=10, poll_batch=100, config=_slow_fetch_config())
+    s = tfd.KafkaStream(
+        mc.bootstrap, "tele", timeout=10, poll_batch=100, config=_slow_fetch_config()
+    )
     NOT_LEADER = 6
     mc.push_request_errors(1, [NOT_LEADER] * 3)  # ApiKey 1 = Fetch
     seen = [pr for cb in s.iter_batches() for pr in pairs(cb.table.to_pydict())]

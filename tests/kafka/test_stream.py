@@ -49,7 +49,12 @@ def test_selected_columns_key_and_tensors(cluster):
     name = "tfd-keyed"
     cluster.create_topic(name, 2)
     vals = [telemetry(i) for i in range(30)]
-    cluster.produce(name, vals, partition=[i % 2 for i in range(30)], keys=[b"dev%d" % (i % 5) for i in range(30)])
+    cluster.produce(
+        name,
+        vals,
+        partition=[i % 2 for i in range(30)],
+        keys=[b"dev%d" % (i % 5) for i in range(30)],
+    )
     s = tfd.KafkaStream(cluster.bootstrap, name, columns=["seq", "key", "timestamp"], timeout=5)
     got = rows(s)
     assert list(got[0]) == ["seq", "key", "timestamp", "partition", "offset"]
@@ -61,7 +66,9 @@ def test_selected_columns_key_and_tensors(cluster):
 
 def test_features_target_give_xy(cluster, topic):
     name = topic(40)
-    s = tfd.KafkaStream(cluster.bootstrap, name, features=["temp", "load"], target="device_id", timeout=5)
+    s = tfd.KafkaStream(
+        cluster.bootstrap, name, features=["temp", "load"], target="device_id", timeout=5
+    )
     x, y = next(iter(tfd.DataLoader(s, batch_size=16)))
     assert x.shape == (16, 2) and x.dtype == torch.float32
     assert y.shape == (16,) and y.dtype == torch.int64
@@ -80,7 +87,9 @@ def test_decode_bytes_and_callable(cluster, topic):
 
 def test_explicit_schema_pins_types(cluster, topic):
     name = topic(20)
-    s = tfd.KafkaStream(cluster.bootstrap, name, schema={"seq": "int64", "temp": "float32"}, timeout=5)
+    s = tfd.KafkaStream(
+        cluster.bootstrap, name, schema={"seq": "int64", "temp": "float32"}, timeout=5
+    )
     t = next(s.iter_batches()).table
     assert t.schema.field("temp").type == "float" and t.column_names[:2] == ["seq", "temp"]
 
@@ -116,7 +125,9 @@ def test_committed_start_and_commit(cluster, topic):
     for (t, p), o in committed.items():
         assert o == expect.get((t, p), 0)  # untouched partitions: their start offset
     assert s.committed() == committed
-    rest = rows(tfd.KafkaStream(cluster.bootstrap, name, group_id="g-commit", start="committed", timeout=5))
+    rest = rows(
+        tfd.KafkaStream(cluster.bootstrap, name, group_id="g-commit", start="committed", timeout=5)
+    )
     assert len(rest) + len(seen) == 40
     assert not {(r["partition"], r["offset"]) for r in rest} & set(seen)
     with pytest.raises(tfd.ConfigError, match="group_id"):
@@ -127,7 +138,9 @@ def test_unbounded_with_idle_timeout_sees_new_messages(cluster, topic):
     import threading
 
     name = topic(10, partitions=1)
-    s = tfd.KafkaStream(cluster.bootstrap, name, start="latest", end=None, idle_timeout=1.5, timeout=5)
+    s = tfd.KafkaStream(
+        cluster.bootstrap, name, start="latest", end=None, idle_timeout=1.5, timeout=5
+    )
 
     def later() -> None:
         time.sleep(0.7)
@@ -146,7 +159,9 @@ def test_from_url_and_open(cluster, topic):
     name = topic(12)
     url = f"kafka://{cluster.bootstrap}/{name}?group_id=g-url&columns=seq,partition&idle_timeout=3&fetch.wait.max.ms=50"
     s = tfd.KafkaStream.from_url(url)
-    assert s.group_id == "g-url" and s.idle_timeout == 3.0 and s.config == {"fetch.wait.max.ms": "50"}
+    assert (
+        s.group_id == "g-url" and s.idle_timeout == 3.0 and s.config == {"fetch.wait.max.ms": "50"}
+    )
     assert sorted(r["seq"] for r in rows(s)) == list(range(12))
     opened = tfd.open(url, on_error="skip")
     assert isinstance(opened, tfd.KafkaStream) and opened.on_error == "skip"

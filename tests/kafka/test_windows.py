@@ -86,7 +86,7 @@ def test_windows_loader_exactly_once_and_resume(cluster, topic, workers):
         if i == 6:
             state = first.state_dict()
             break
-    w2, resumed = loader()
+    _w2, resumed = loader()
     resumed.load_state_dict(state)
     after = [s for b in resumed for s in unbatch(b)]
     joined = by_key(before + after)

@@ -24,6 +24,7 @@ last batches are handed out after the reader saw everything.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -433,10 +434,8 @@ class ShardReader:
         ck = require("confluent_kafka", "kafka")
         open_parts.discard(key)
         t, p = split_pkey(key)
-        try:
+        with contextlib.suppress(ck.KafkaException):  # pausing is only an optimisation
             consumer.pause([ck.TopicPartition(t, p)])
-        except ck.KafkaException:  # pragma: no cover - pausing is only an optimisation
-            pass
 
     def _table(
         self, consumer: Any, data: list[Any], end: dict[str, int] | None, open_parts: set[str]

@@ -126,7 +126,9 @@ class KafkaStream(StreamDataset):
             self.value_columns: list[str] | None = (
                 list(self.schema.names) if self.schema is not None else None
             )
-            self.meta_columns = [c for c in META_COLUMNS if c in required or c == "timestamp"]
+            # (x, y) samples use only the features and target: keep just the checkpoint columns
+            extra = () if self.spec.supervised else ("timestamp",)
+            self.meta_columns = [c for c in META_COLUMNS if c in required or c in extra]
         else:
             asked_meta = [c for c in self.columns if c in META_COLUMNS]
             self.value_columns = [c for c in self.columns if c not in META_COLUMNS]
