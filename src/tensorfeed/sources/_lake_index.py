@@ -727,10 +727,11 @@ def _resolve_partial(
     def positions(u: int) -> np.ndarray:
         fi = int(plan.unit_file[u])
         f = facts.get(fi)
-        if f is not None and f.text_table is not None:
-            table = f.text_table
+        kept = f.text_table if f is not None else None
+        if kept is not None and all(c in kept.column_names for c in plan.filter_columns):
             table = cast_to(
-                table, pa.schema([plan.data_schema.field(c) for c in plan.filter_columns])
+                kept.select(list(plan.filter_columns)),
+                pa.schema([plan.data_schema.field(c) for c in plan.filter_columns]),
             )
             table = _with_partitions(table, plan, fi)
         else:
