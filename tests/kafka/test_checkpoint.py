@@ -185,3 +185,32 @@ def test_row_iteration_checkpoints_too(cluster, topic):
     it2.load_state_dict(state)
     after = [(r["partition"], r["offset"]) for r in it2]
     assert by_partition(before + after) == expect
+
+
+def test_commit_on_checkpoint_writes_the_checkpoint_offsets(cluster, topic):
+    name = topic(60, partitions=2)
+    s = tfd.KafkaStream(
+        cluster.bootstrap, name, group_id="g-auto", commit_on_checkpoint=True, timeout=5
+    )
+    loader = tfd.DataLoader(s, batch_size=8)
+    it = iter(loader)
+    seen = pairs(next(it)) + pairs(next(it))
+    state = loader.state_dict()  # the checkpoint commits
+    committed = s.committed()
+    assert committed == s.offsets(state)
+    assert sum(committed.values()) == len(seen)
+    # windows delegate to their stream
+    w = tfd.KafkaStream(
+        cluster.bootstrap,
+        name,
+        group_id="g-auto-w",
+        commit_on_checkpoint=True,
+        timeout=5,
+        poll_batch=4,
+    )
+    wl = tfd.DataLoader(w.windows(key="device_id", size=2, step=1, features=["seq"]), batch_size=4)
+    wit = iter(wl)
+    for _ in range(4):
+        next(wit)
+    st = wl.state_dict()
+    assert w.offsets(st) and w.committed() == w.offsets(st)

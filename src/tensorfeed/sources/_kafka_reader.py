@@ -56,7 +56,11 @@ from ._kafka_decode import Decoder
 if TYPE_CHECKING:
     from .kafka import KafkaStream
 
+# librdkafka's own log lines (connection refused, retries ...) go to this logger; like any library
+# logger it stays silent unless the application configures logging. Errors that matter are raised
+# or counted in KafkaStream.stats.
 log = logging.getLogger("tensorfeed.kafka")
+log.addHandler(logging.NullHandler())
 
 META_KEY = b"tensorfeed.kafka"
 META_COLUMNS = ("key", "topic", "partition", "offset", "timestamp")

@@ -96,6 +96,10 @@ class KafkaWindows(IterableDataset[Any]):
     def __iter__(self) -> _WindowIterator:
         return _WindowIterator(self)
 
+    def _on_checkpoint(self, state: dict[str, Any]) -> None:
+        """Called by ``tfd.DataLoader.state_dict()``: see ``KafkaStream.commit_on_checkpoint``."""
+        self.stream._on_checkpoint(state)
+
     def counts(self, state_or_loader: Any) -> dict[str, int]:
         """``{"windows", "evicted"}`` of the current epoch in a checkpoint, over all workers."""
         state = state_or_loader
