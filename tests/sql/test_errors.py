@@ -230,3 +230,9 @@ def test_missing_postgres_driver_names_the_extra(pg_db):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "OK" in out.stdout and "tensorfeed[postgres]" in out.stdout, out.stderr
+
+
+def test_bad_sql_is_a_config_error(items):
+    db, table = items
+    with pytest.raises(tfd.ConfigError, match="refused"):
+        tfd.SQLDataset(db.url, query=f'SELEC id FROM "{table}"', key="id")

@@ -263,6 +263,8 @@ def _translate(exc: BaseException, db: Database, src: SqlSource | None) -> Tenso
         return ConnectionFailedError(f"cannot connect to {db.safe}: {msg}")
     if state == "22023" and "snapshot" in low:
         return SourceChangedError(_SNAPSHOT_GONE.format(where=where))
+    if state.startswith("42") or "syntax error" in low:  # the SQL itself (or a permission)
+        return ConfigError(f"{where}: the database refused the query: {msg}")
     return DataError(f"{where}: the database refused the query: {msg}")
 
 
@@ -293,7 +295,7 @@ class _Backend:
         sql: str,
         params: list[Any],
         typing: _Typing = None,
-        cursors: dict[str, Any] | None = None,
+        cursors: dict[Any, Any] | None = None,
     ) -> pa.Table:
         """Run ``sql`` and return its rows; ``cursors`` is the reader's per-SQL state (a prepared
         statement, inferred column types) kept from one batch to the next."""
@@ -356,7 +358,7 @@ class _Postgres(_Backend):
         sql: str,
         params: list[Any],
         typing: _Typing = None,
-        cursors: dict[str, Any] | None = None,
+        cursors: dict[Any, Any] | None = None,
     ) -> pa.Table:
         if cursors is None:
             cur = self._run(conn, sql, params)
@@ -528,7 +530,7 @@ class _SQLite(_Backend):
         sql: str,
         params: list[Any],
         typing: _Typing = None,
-        cursors: dict[str, Any] | None = None,
+        cursors: dict[Any, Any] | None = None,
     ) -> pa.Table:
         names, cur = self._rows(conn, sql, params)  # sqlite3 caches prepared statements itself
         types = None if cursors is None else cursors.setdefault(("types", sql), {})
@@ -674,7 +676,7 @@ class _Reader:
         self.snapshot: str | None = None
         self.lock = threading.Lock()
         self.queries = 0  # statements run for batches: tests check one per batch
-        self.cursors: dict[str, Any] = {}
+        self.cursors: dict[Any, Any] = {}
 
     def table(self, sql: str, params: list[Any], typing: _Typing) -> pa.Table:
         self.queries += 1
@@ -853,8 +855,19 @@ class _SQLCommon:
         return (self.spec.needed_columns(), self.key)  # type: ignore[attr-defined]
 
     def describe(self) -> str:
-        key = f", key={self.key!r}" if self.key else ""
-        return f"{self.src.describe()} of {self.db.safe}{key}"
+        # asked for every batch (locators, checkpoints): built once per process
+        text = self.__dict__.get("_describe")
+        if text is None:
+            key = f", key={self.key!r}" if self.key else ""
+            text = self.__dict__["_describe"] = f"{self.src.describe()} of {self.db.safe}{key}"
+        return text
+
+    def _sql(self, name: str, build: Callable[[], tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+        """The SQL text of ``name`` (and the query's values), built once per process."""
+        cache = self.__dict__.setdefault("_sql_cache", {})
+        if name not in cache:
+            cache[name] = build()
+        return cache[name]  # type: ignore[no-any-return]
 
 
 def _mixed(exc: _MixedTypes, where: str) -> DataError:
@@ -948,6 +961,7 @@ class SQLDataset(_SQLCommon, MapDataset):
             if not keep:
                 be.close(conn)
         self._keys, self._row_ids, self._snapshot = keys, row_ids, snapshot
+        self.__dict__.pop("_sql_cache", None)  # the fetch SQL depends on whether ctids exist
 
     def _is_heap_table(self, be: _Postgres, conn: Any) -> bool:
         """A plain table or materialised view: its rows can be fetched by physical location.
@@ -1053,6 +1067,9 @@ class SQLDataset(_SQLCommon, MapDataset):
         return self._keys[indices]
 
     def _fetch_sql(self) -> tuple[str, list[Any]]:
+        return self._sql("fetch", self._build_fetch_sql)
+
+    def _build_fetch_sql(self) -> tuple[str, list[Any]]:
         frm, params = self.src.from_clause()
         be = self._backend()
         ph = self.src.placeholder(len(params))
@@ -1078,6 +1095,9 @@ class SQLDataset(_SQLCommon, MapDataset):
         return self._visible(self._reorder(table, wanted))
 
     def _range_sql(self) -> tuple[str, list[Any]]:
+        return self._sql("range", self._build_range_sql)
+
+    def _build_range_sql(self) -> tuple[str, list[Any]]:
         frm, params = self.src.from_clause()
         qk = f"tfd_src.{self.src.quote(self.key or '')}"
         lo, hi = self.src.placeholder(len(params)), self.src.placeholder(len(params) + 1)
