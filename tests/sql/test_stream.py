@@ -189,3 +189,26 @@ def test_concurrent_writer_does_not_change_the_epoch(items, workers):
     assert all(seen[k] == k / 2 for k in range(100))
     # the next epoch reads the table as it is now
     assert sorted(_ids(loader)) == [*range(N_ROWS - 100), *range(N_ROWS, N_ROWS + 100)]
+
+
+def test_abandoned_iteration_releases_its_statement(items):
+    """Stopping after one batch (a break, an exception in the training loop) must not leave a
+    statement, a read-ahead thread or a half-read COPY behind."""
+    import gc
+
+    db, table = items
+    st = tfd.SQLStream(db.url, table=table, key="id", chunk_rows=100)
+    threads = threading.active_count()
+    for _ in range(3):
+        it = iter(tfd.DataLoader(st, batch_size=10))
+        next(it)
+        del it
+        gc.collect()
+    assert threading.active_count() == threads
+    assert sorted(r["id"] for r in st) == list(range(N_ROWS))  # a clean connection afterwards
+    if db.kind == "postgres":
+        busy = db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()"
+            " AND query LIKE 'COPY%%'"
+        )
+        assert busy[0][0] == 0
