@@ -253,6 +253,10 @@ class DataLoader(StatefulDataLoader):
         loop = getattr(self._epoch_sampler or self.sampler, "loop_state_dict", None)
         if callable(loop):
             state["tensorfeed"]["sampler_loop"] = loop()
+        # A source that acts on checkpoints (KafkaStream(commit_on_checkpoint=True)) sees them.
+        hook = getattr(self._source, "_on_checkpoint", None)
+        if callable(hook):
+            hook(state)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
