@@ -137,7 +137,7 @@ def infer_partitions(raw: list[dict[str, str | None]]) -> tuple[pa.Schema, list[
                 names.append(k)
     fields, cols = [], []
     for n in names:
-        vals = [r.get(n) for r in raw]
+        vals: list[Any] = [r.get(n) for r in raw]
         present = [v for v in vals if v is not None]
         typ: pa.DataType = pa.string()
         if present and all(re.fullmatch(r"[-+]?\d+", v) for v in present):

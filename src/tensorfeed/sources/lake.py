@@ -344,6 +344,7 @@ class LakeDataset(MapDataset):
         if len(indices) == 0:
             return self._plan.schema.empty_table(), None
         units, phys = self._physical(indices)
+        segments: list[tuple[_Decoded, np.ndarray | None, np.ndarray]]
         if len(units) == 1 or units.min() == units.max():
             segments = [(self._unit(int(units[0])), None, phys)]
         else:
