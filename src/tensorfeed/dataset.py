@@ -284,6 +284,9 @@ class _BatchIterable(IterableDataset[Any]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
         self._local_iters = 0
+        # pin the stream's own epoch in the main process too (a lake lists its files for the
+        # epoch there, so every worker and rank reads the same list)
+        self.ds.set_epoch(epoch)
 
     def __iter__(self) -> _BatchIterator:
         # A persistent worker keeps its copy across epochs: count the epochs it has started.

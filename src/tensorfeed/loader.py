@@ -210,6 +210,13 @@ class DataLoader(StatefulDataLoader):
         sampler = self._epoch_sampler or self.sampler
         if hasattr(sampler, "set_epoch") and not resuming:
             sampler.set_epoch(self.epoch)
+        user_batches = self.batch_sampler
+        if (
+            not isinstance(user_batches, EpochBatchSampler)
+            and hasattr(user_batches, "set_epoch")
+            and not resuming
+        ):
+            user_batches.set_epoch(self.epoch)  # e.g. LakeDataset.locality_sampler(batch_size=)
         ds = self.dataset
         if isinstance(ds, _BatchIterable | StreamDataset) and not resuming:
             ds.set_epoch(self.epoch)
