@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import roundtrip
+from .conftest import roundtrip
 
 import tensorfeed as tfd
 from tensorfeed.splitting import balance_stream

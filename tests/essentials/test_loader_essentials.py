@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import ids, make_data, roundtrip
+from .conftest import ids, make_data, roundtrip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

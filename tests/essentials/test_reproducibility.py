@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import ids, make_data
+from .conftest import ids, make_data
 from torch.utils.data import Dataset, get_worker_info
 
 import tensorfeed as tfd

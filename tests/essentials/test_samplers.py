@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import ids, roundtrip
+from .conftest import ids, roundtrip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

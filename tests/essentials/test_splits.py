@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from conftest import make_data
+from .conftest import make_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

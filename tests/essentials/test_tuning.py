@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_data
+from .conftest import make_data
 
 import tensorfeed as tfd
 from tensorfeed import tuning

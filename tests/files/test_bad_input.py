@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from files_helpers import Image, ids_of_images, write_tree
+from .files_helpers import Image, ids_of_images, write_tree
 
 import tensorfeed as tfd
 

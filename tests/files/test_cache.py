@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from files_helpers import ids_of_images, write_mnist, write_tree
+from .files_helpers import ids_of_images, write_mnist, write_tree
 
 import tensorfeed as tfd
 from tensorfeed.cache import cache_dataset

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from files_helpers import write_idx, write_mnist
+from .files_helpers import write_idx, write_mnist
 
 import tensorfeed as tfd
 

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("confluent_kafka", reason="confluent-kafka is in tensorfeed[kafka]")
 
-from kafka_helpers import telemetry
+from .kafka_helpers import telemetry
 
 from tensorfeed.sources._kafka_mock import MockCluster
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from kafka_helpers import by_partition, pairs, telemetry
+from .kafka_helpers import by_partition, pairs, telemetry
 
 import tensorfeed as tfd
 

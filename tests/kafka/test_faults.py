@@ -9,7 +9,7 @@ import time
 import warnings
 
 import pytest
-from kafka_helpers import by_partition, pairs, telemetry
+from .kafka_helpers import by_partition, pairs, telemetry
 
 import tensorfeed as tfd
 

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 import torch
-from kafka_helpers import by_partition, pairs, telemetry
+from .kafka_helpers import by_partition, pairs, telemetry
 
 import tensorfeed as tfd
 from tensorfeed.sampling import World

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import N_ROWS
+from .conftest import N_ROWS
 
 
 def test_two_ranks_disjoint_and_covering(local_lake: Path, tmp_path: Path) -> None:

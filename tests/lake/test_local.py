@@ -12,7 +12,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import (
+from .conftest import (
     N_ROWS,
     REGIONS,
     ROW_GROUP,
