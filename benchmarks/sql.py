@@ -153,7 +153,7 @@ def measure(kind: str, url: str, args: argparse.Namespace) -> list[tuple[str, fl
     readers = ceiling_readers(kind, url)
     # stream and ceiling alternate, so both see the same moments of this shared machine
     runs: dict[str, list[tuple[int, float]]] = {}
-    for _ in range(rep):
+    for _ in range(max(rep, 5)):  # a second or two each: more runs, less luck
         runs.setdefault("stream", []).append(timed_epoch(stream))
         for name, read in readers:
             with contextlib.suppress(Exception):  # a reader that cannot parse this URL
@@ -283,7 +283,7 @@ def report(results: dict[str, list[tuple[str, float, str]]], args: argparse.Name
     print(
         f"\n{args.rows:,} orders, batch size {args.batch_size}, num_workers={args.workers} "
         f"(tutorial: {args.tutorial_batches} batches, extrapolated; best of {args.repeat} runs "
-        "per path)\n"
+        f"per path, {max(args.repeat, 5)} alternating runs for stream and ceiling)\n"
     )
     print("| database | path | rows/s | ratio |\n|---|---|---:|---:|")
     ok = True
