@@ -193,6 +193,9 @@ class StreamDataset(IterableDataset[Any]):
     def __iter__(self) -> Iterator[Any]:
         return _RowIterator(self)
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()})"
+
     def batches(self, batch_size: int, drop_last: bool = False) -> _BatchIterable:
         """An iterable dataset of whole ColumnBatches of ``batch_size`` rows (the fast path)."""
         return _BatchIterable(self, batch_size, drop_last)

@@ -116,7 +116,7 @@ def test_changed_source_rebuilds_the_cache(big_tree, tmp_path):
     old = tfd.ImageFolder(big_tree).cache(str(where))
     old_file = old.path
     target = big_tree / "b" / "0010.png"
-    from files_helpers import Image, tagged_pixels
+    from .files_helpers import Image, tagged_pixels
 
     Image.fromarray(tagged_pixels(999)).save(target)
     st = target.stat()
