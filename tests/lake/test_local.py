@@ -246,7 +246,7 @@ def test_csv_and_ndjson_lakes(tmp_path: Path, fmt: str) -> None:
     for rel, t in tables.items():
         p = root / rel.replace(".parquet", ".csv" if fmt == "csv" else ".jsonl")
         p.parent.mkdir(parents=True, exist_ok=True)
-        from conftest import write_table
+        from .conftest import write_table
 
         write_table(t, p, fmt)
     ds = tfd.LakeDataset(str(root), format=fmt, filter=[("year", ">=", 2021), ("age", "<", 60)])
