@@ -33,7 +33,11 @@ TOPIC = "bench-telemetry"
 def produce(mc: MockCluster, n: int, partitions: int) -> None:
     rng = np.random.default_rng(0)
     values = rng.normal(0, 1, (n, len(FIELDS))).round(4)
-    p = mc.producer(**{"linger.ms": 50, "queue.buffering.max.messages": 500_000})
+    # lz4-compressed batches, as telemetry producers usually send them; this also keeps every
+    # partition within the mock cluster's fixed 5 MiB log (it drops the oldest data beyond it)
+    p = mc.producer(
+        **{"linger.ms": 50, "queue.buffering.max.messages": 500_000, "compression.type": "lz4"}
+    )
     for i, row in enumerate(values.tolist()):
         msg = json.dumps(dict(zip(FIELDS, row))).encode()
         while True:
@@ -44,7 +48,17 @@ def produce(mc: MockCluster, n: int, partitions: int) -> None:
                 p.poll(0.05)
         if i % 20_000 == 0:
             p.poll(0)
-    p.flush(120)
+    if p.flush(120):
+        raise SystemExit("the mock cluster did not take every message within 120 s")
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": mc.bootstrap, "group.id": "bench-check", "log_level": 3})
+    marks = [
+        c.get_watermark_offsets(TopicPartition(TOPIC, q), timeout=10) for q in range(partitions)
+    ]
+    c.close()
+    if sum(hi - lo for lo, hi in marks) != n:
+        raise SystemExit(f"the topic holds {marks} (low, high) per partition, not {n} messages")
 
 
 def raw_loop(bootstrap: str, n: int, partitions: int) -> tuple[float, int]:
