@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("confluent_kafka", reason="confluent-kafka is in tensorfeed[kafka]")
 
-from .kafka_helpers import telemetry
-
 from tensorfeed.sources._kafka_mock import MockCluster
+
+from .kafka_helpers import telemetry
 
 _names = itertools.count()
 

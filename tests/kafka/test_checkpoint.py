@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from .kafka_helpers import by_partition, pairs, telemetry
 
 import tensorfeed as tfd
+
+from .kafka_helpers import by_partition, pairs, telemetry
 
 HERE = Path(__file__).parent
 

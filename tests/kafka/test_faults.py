@@ -9,9 +9,10 @@ import time
 import warnings
 
 import pytest
-from .kafka_helpers import by_partition, pairs, telemetry
 
 import tensorfeed as tfd
+
+from .kafka_helpers import by_partition, pairs, telemetry
 
 # (value, what is wrong with it) -- every one must be named by topic, partition and offset
 MALFORMED = [

@@ -10,10 +10,11 @@ from datetime import datetime, timezone
 
 import pytest
 import torch
-from .kafka_helpers import by_partition, pairs, telemetry
 
 import tensorfeed as tfd
 from tensorfeed.sampling import World
+
+from .kafka_helpers import by_partition, pairs, telemetry
 
 
 def rows(stream: tfd.KafkaStream) -> list[dict]:
@@ -222,3 +223,24 @@ def test_bad_arguments():
         tfd.KafkaStream("h:1", [])
     with pytest.raises(tfd.ConfigError):
         tfd.KafkaStream.from_url("kafka://h:1/")
+
+
+def test_several_topics(cluster, topic):
+    a, b = topic(30, partitions=2), topic(20, partitions=3)
+    s = tfd.KafkaStream(cluster.bootstrap, [a, b], timeout=5)
+    assert s.describe() == f"Kafka topics {a!r}, {b!r}"
+    loader = tfd.DataLoader(s, batch_size=8, num_workers=2)
+    seen = []
+    for batch in loader:
+        seen += list(zip(batch["topic"], batch["partition"].tolist(), batch["offset"].tolist()))
+    assert len(seen) == 50 == len(set(seen))
+    offsets = s.offsets(loader)
+    assert {t for t, _ in offsets} == {a, b} and sum(offsets.values()) == 50
+
+
+def test_bad_feature_value_names_partition_and_offset(cluster, topic):
+    vals = [b'{"device_id": 1, "temp": "hot"}', b'{"device_id": 2, "temp": "cold"}']
+    name = topic(values=vals, partitions=1)
+    s = tfd.KafkaStream(cluster.bootstrap, name, features=["temp"], timeout=5)
+    with pytest.raises(tfd.DataError, match="partition 0 offset 0 of Kafka topic"):
+        next(iter(tfd.DataLoader(s, batch_size=2)))

@@ -12,13 +12,14 @@ offsets to a consumer group for tools that follow the group (at-least-once).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pyarrow as pa
 
 from .._deps import require
-from ..columns import make_spec
+from ..columns import RowLocator, make_spec
 from ..dataset import StreamDataset, _digest
 from ..errors import ConfigError, StateError
 from ..sampling import World
@@ -39,6 +40,19 @@ __all__ = ["KafkaStats", "KafkaStream"]
 
 _DECODES = ("json", "bytes")
 _ON_ERROR = ("raise", "skip")
+
+
+@dataclass(frozen=True)
+class _KafkaLocator(RowLocator):
+    """Names a row of a batch by its topic, partition and offset in error messages."""
+
+    def describe(self, table: pa.Table, i: int) -> str:
+        names = table.column_names
+        if "partition" in names and "offset" in names:
+            topic = table.column("topic")[i].as_py() if "topic" in names else None
+            where = f"partition {table.column('partition')[i].as_py()} offset {table.column('offset')[i].as_py()}"
+            return f"{where} of {self.source}" if topic is None else f"topic {topic!r} {where}"
+        return super().describe(table, i)
 
 
 class KafkaStream(StreamDataset):
@@ -197,6 +211,9 @@ class KafkaStream(StreamDataset):
         # Deliberately without servers or group: a checkpoint moves between both.
         names = ", ".join(repr(t) for t in self.topics)
         return f"Kafka topic{'s' if len(self.topics) > 1 else ''} {names}"
+
+    def _locator(self, table: pa.Table) -> RowLocator:
+        return _KafkaLocator(self.describe())
 
     def fingerprint(self) -> str:
         decode = (
