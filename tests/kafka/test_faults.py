@@ -94,6 +94,11 @@ def test_callable_decode_errors_are_malformed_messages(cluster, topic):
         list(s.iter_batches())
 
 
+# small record batches: a fetch returns at least one whole batch, so with big ones the consumer
+# could hold the whole topic before the broker goes down
+SMALL_BATCHES = {"batch.num.messages": 20, "linger.ms": 1}
+
+
 def _slow_fetch_config() -> dict:
     # small fetches, so most messages are still on the broker when it goes down
     return {
@@ -102,6 +107,7 @@ def _slow_fetch_config() -> dict:
         "max.partition.fetch.bytes": 1000,
         "queued.max.messages.kbytes": 1,
         "fetch.wait.max.ms": 10,
+        "fetch.queue.backoff.ms": 10,
         "reconnect.backoff.ms": 50,
         "reconnect.backoff.max.ms": 200,
     }
@@ -111,8 +117,8 @@ def _slow_fetch_config() -> dict:
 def test_broker_down_mid_epoch_and_back_loses_nothing(fault_cluster):
     mc = fault_cluster
     mc.create_topic("tele", 2)
-    n = 3000
-    mc.produce("tele", [telemetry(i) for i in range(n)])
+    n = 2000
+    mc.produce("tele", [telemetry(i) for i in range(n)], **SMALL_BATCHES)
     s = tfd.KafkaStream(
         mc.bootstrap, "tele", timeout=10, poll_batch=100, config=_slow_fetch_config()
     )
@@ -127,8 +133,11 @@ def test_broker_down_mid_epoch_and_back_loses_nothing(fault_cluster):
         downtime["end"] = time.monotonic()
 
     th = None
+    after_outage = 0
     for i, b in enumerate(tfd.DataLoader(s, batch_size=50)):
         seen += pairs(b)
+        if "end" in downtime:
+            after_outage += len(b["offset"])
         if i == 2:
             th = threading.Thread(target=outage)
             th.start()
@@ -139,13 +148,14 @@ def test_broker_down_mid_epoch_and_back_loses_nothing(fault_cluster):
     parts = by_partition(seen)
     assert all(offs == list(range(len(offs))) for offs in parts.values())
     assert s.stats.client_errors > 0  # the outage was seen (and retried) by the client
+    assert after_outage > 0  # and messages were still to come when the broker came back
 
 
 @pytest.mark.slow
 def test_broker_down_with_loader_timeout_raises_cleanly(fault_cluster):
     mc = fault_cluster
     mc.create_topic("tele", 1)
-    mc.produce("tele", [telemetry(i) for i in range(3000)])
+    mc.produce("tele", [telemetry(i) for i in range(3000)], **SMALL_BATCHES)
     s = tfd.KafkaStream(
         mc.bootstrap, "tele", timeout=10, poll_batch=50, config=_slow_fetch_config()
     )
@@ -170,7 +180,7 @@ def test_request_errors_are_retried(fault_cluster):
     """Fetch requests failing with a retriable error (injected) do not lose or repeat messages."""
     mc = fault_cluster
     mc.create_topic("tele", 1)
-    mc.produce("tele", [telemetry(i) for i in range(500)])
+    mc.produce("tele", [telemetry(i) for i in range(500)], **SMALL_BATCHES)
     s = tfd.KafkaStream(
         mc.bootstrap, "tele", timeout=10, poll_batch=100, config=_slow_fetch_config()
     )

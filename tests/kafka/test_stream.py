@@ -212,6 +212,13 @@ def test_more_shards_than_partitions_warns_and_ends(cluster, topic):
     assert len(seen) == 30 == len(set(seen))
 
 
+def test_missing_feature_column_is_not_found(cluster, topic):
+    name = topic(10)
+    s = tfd.KafkaStream(cluster.bootstrap, name, features=["temp", "pressure"], timeout=5)
+    with pytest.raises(tfd.NotFoundError, match="pressure"):
+        next(iter(tfd.DataLoader(s, batch_size=4)))
+
+
 def test_bad_arguments():
     with pytest.raises(tfd.ConfigError):
         tfd.KafkaStream("h:1", "t", decode="xml")

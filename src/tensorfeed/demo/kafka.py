@@ -205,7 +205,7 @@ class _Broker:
         from ..sources._kafka_mock import MockCluster
 
         self.mock = MockCluster(partitions=partitions) if bootstrap is None else None
-        self.bootstrap = self.mock.bootstrap if self.mock else bootstrap
+        self.bootstrap: str = self.mock.bootstrap if self.mock else str(bootstrap)
         self.partitions = partitions
 
     def label(self) -> str:
@@ -223,7 +223,7 @@ class _Broker:
             return
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 3})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": "3"})
         futures = admin.create_topics(
             [NewTopic(n, self.partitions, 1) for n in names], request_timeout=5
         )

@@ -26,7 +26,7 @@ from .._deps import require
 
 def _librdkafka() -> ctypes.CDLL:
     ck = require("confluent_kafka", "kafka", "the Kafka mock cluster")
-    base = os.path.dirname(os.path.dirname(ck.__file__))
+    base = os.path.dirname(os.path.dirname(str(ck.__file__)))
     candidates = glob.glob(os.path.join(base, "confluent_kafka.libs", "librdkafka*.so*"))
     candidates += glob.glob(os.path.join(base, "confluent_kafka", ".dylibs", "librdkafka*.dylib"))
     if not candidates:  # a confluent-kafka built against a system librdkafka
@@ -80,7 +80,7 @@ def _rk_pointer(client: Any, lib: ctypes.CDLL) -> int:
     """The ``rd_kafka_t *`` inside a confluent-kafka Producer/Consumer (see module docstring)."""
     ptr = ctypes.c_void_p.from_address(id(client) + sys.getsizeof(object())).value
     name = lib.rd_kafka_name(ptr) if ptr else None
-    if not name or not name.startswith(b"rdkafka#"):
+    if ptr is None or not name or not name.startswith(b"rdkafka#"):
         raise RuntimeError("cannot find the librdkafka handle of this confluent-kafka client")
     return int(ptr)
 
@@ -124,11 +124,13 @@ class MockCluster:
         values: list[bytes | None],
         partition: int | list[int] | None = None,
         keys: list[bytes | None] | None = None,
+        **config: Any,
     ) -> None:
         """Produce ``values`` (``partition``: one for all, one per value, or None = round robin
-        over the topic's partitions) and wait until the broker has them."""
+        over the topic's partitions) and wait until the broker has them. ``config``: producer
+        settings (``**{"batch.num.messages": 20}`` stores small record batches)."""
         n_parts = self.partitions(topic)
-        p = self.producer()
+        p = self.producer(**config)
         for i, v in enumerate(values):
             if isinstance(partition, list):
                 part = partition[i]

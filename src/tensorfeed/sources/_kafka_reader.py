@@ -151,8 +151,8 @@ def kafka_call(stream: KafkaStream, what: str, fn: Any, *args: Any, **kwargs: An
     try:
         return fn(*args, **kwargs)
     except ck.KafkaException as exc:
-        err = exc.args[0] if exc.args else None
-        code = err.name() if hasattr(err, "name") else str(err)
+        err: Any = exc.args[0] if exc.args else exc
+        code = err.name() if hasattr(err, "name") else type(exc).__name__
         text = err.str() if hasattr(err, "str") else str(exc)
         raise ConnectionFailedError(
             f"could not {what} from Kafka at {stream.bootstrap_servers} within {stream.timeout}s "
@@ -280,6 +280,7 @@ class ShardReader:
         self.token = uuid.uuid4().hex
         self.decoder = Decoder(stream.decode, stream.schema, stream.value_columns)
         self.fatal: str | None = None
+        self.checked = False
         LIVE_READERS[self.token] = self
 
     # -- set-up -----------------------------------------------------------------------------------
@@ -488,6 +489,9 @@ class ShardReader:
         for name, arr in cols.items():
             table = table.append_column(name, arr)
         s.stats.rows += table.num_rows
+        if not self.checked:  # a feature/target column the messages do not have: say so once
+            s.spec.check_columns(table.column_names, s.describe())
+            self.checked = True
         return table.select(s.output_columns(table.column_names))
 
     def _bound(

@@ -245,8 +245,8 @@ class KafkaStream(StreamDataset):
 
         import numpy as np
 
-        nxt = dict(position.get("next", {})) if position else {}
-        out = {
+        nxt: dict[str, int] = dict(position.get("next", {})) if position else {}
+        out: dict[str, Any] = {
             "next": nxt,
             "end": position.get("end") if position else None,
             "delivered": int(position.get("delivered", 0)) if position else 0,
