@@ -11,11 +11,14 @@ offsets to a consumer group for tools that follow the group (at-least-once).
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import numpy as np
 import pyarrow as pa
 
 from .._deps import require
@@ -241,10 +244,6 @@ class KafkaStream(StreamDataset):
         return ShardReader(self, world, epoch, position).tables()
 
     def _advance(self, position: Any, table: pa.Table) -> Any:
-        import json
-
-        import numpy as np
-
         nxt: dict[str, int] = dict(position.get("next", {})) if position else {}
         out: dict[str, Any] = {
             "next": nxt,
@@ -402,8 +401,6 @@ class KafkaStream(StreamDataset):
             self.commit(state)
 
     def _with_group(self, group: str) -> KafkaStream:
-        import copy
-
         other = copy.copy(self)
         other.group_id = group
         return other
