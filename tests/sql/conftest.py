@@ -4,6 +4,7 @@ server (``pg_url`` from tests/conftest.py: pgserver, or ``TENSORFEED_PG_URL``)."
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,16 @@ class DB:
             return list(cur.fetchall())
         except Exception:  # statements without a result
             return []
+
+    def settled(self, sql: str, expected: int, timeout: float = 10.0) -> int:
+        """``sql``'s count once it equals ``expected`` (or after ``timeout``): a closed session
+        leaves pg_stat_activity a moment after the client has let go of it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = int(self.execute(sql)[0][0])
+            if got == expected or time.monotonic() > deadline:
+                return got
+            time.sleep(0.05)
 
     def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         if self.kind == "sqlite":

@@ -136,7 +136,7 @@ def test_no_connection_before_needed(items):
         assert db.execute(count)[0][0] == 2
         copy2.close()
         ds2.close()
-        assert db.execute(count)[0][0] == 0
+        assert db.settled(count, 0) == 0
 
 
 def test_pickles_into_spawn_workers(items):

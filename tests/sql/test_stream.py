@@ -138,7 +138,7 @@ def test_no_connection_until_iterated(tmp_path, pg_db):
     assert sum(1 for _ in st) == 10
     assert pg_db.execute(count)[0][0] == 1  # and reused by it
     st.close()
-    assert pg_db.execute(count)[0][0] == 0
+    assert pg_db.settled(count, 0) == 0
 
 
 def test_spawn_workers(items):
