@@ -354,17 +354,23 @@ class _EvenRanksIterator:
                 batch = next(self._it)
             except StopIteration:
                 self._done = True
-        flag = torch.tensor([0 if self._done else 1], dtype=torch.int64)
-        op = dist.ReduceOp.MIN if self._policy == "drop" else dist.ReduceOp.MAX
-        dist.all_reduce(flag, op=op)
-        if flag.item() == 0:
+        # [ranks that have a batch now, ranks that finished without ever having one]
+        flags = torch.tensor([0 if self._done else 1, int(self._done and self._last is None)])
+        dist.all_reduce(flags, op=dist.ReduceOp.SUM)
+        have, empty = int(flags[0]), int(flags[1])
+        world = dist.get_world_size()
+        if have == 0 or (self._policy == "drop" and have < world):
             if not self._done:
                 self._stats.ddp_dropped += 1 + sum(1 for _ in self._it)
                 self._done = True
             raise StopIteration
+        if empty:  # "pad" with a rank that has nothing to repeat: fail on every rank alike
+            raise ConfigError(
+                f"{empty} DDP rank(s) received no data this epoch (more ranks x workers than "
+                "partitions or files?) so ddp='pad' has nothing to repeat; use ddp='drop' or "
+                "fewer workers"
+            )
         if self._done:  # "pad": others still have batches; repeat ours
-            if self._last is None:
-                raise StopIteration
             self._stats.ddp_padded += 1
             return self._last
         self._last = batch

@@ -13,10 +13,18 @@ import pytest
 SCRIPT = Path(__file__).with_name("ddp_stream_script.py")
 
 
-def run_ranks(tmp_path: Path, policy: str, workers: int) -> list[dict]:
+def run_ranks(tmp_path: Path, policy: str, workers: int, rows: int = 104) -> list[dict]:
     torchrun = shutil.which("torchrun")
     cmd = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
-    cmd += ["--standalone", "--nproc_per_node=2", str(SCRIPT), str(tmp_path), policy, str(workers)]
+    cmd += [
+        "--standalone",
+        "--nproc_per_node=2",
+        str(SCRIPT),
+        str(tmp_path),
+        policy,
+        str(workers),
+        str(rows),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -39,3 +47,8 @@ def test_pad_delivers_every_row_and_counts_repeats(tmp_path):
     assert set(flat) == set(range(104))
     padded = r0["stats"]["ddp_padded"] + r1["stats"]["ddp_padded"]
     assert padded >= 1 and len(flat) == 104 + 8 * padded
+
+
+def test_pad_with_an_empty_rank_fails_on_every_rank_instead_of_hanging(tmp_path):
+    r0, r1 = run_ranks(tmp_path, "pad", 0, rows=8)  # rank 1 gets no chunk at all
+    assert "no data" in r0["error"] and "no data" in r1["error"]
