@@ -212,7 +212,7 @@ class SqlSource:
 
         given = dict(self.params)
         try:
-            compiled = text(self.query).compile(dialect=self._dialect())
+            compiled = text(self.query or "").compile(dialect=self._dialect())
         except (ArgumentError, CompileError) as exc:
             raise ConfigError(f"cannot read the :name parameters of the query: {exc}") from None
         names = list(compiled.positiontup or [])
