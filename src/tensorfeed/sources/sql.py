@@ -1186,8 +1186,10 @@ def _packed_tids(col: pa.ChunkedArray) -> np.ndarray:
 
 def _tid_texts(packed: np.ndarray) -> pa.Array:
     """Packed ctids -> their text form ``(block,offset)``, which PostgreSQL casts to ``tid``."""
-    blocks, offsets = (packed >> 16).tolist(), (packed & 0xFFFF).tolist()
-    return pa.array([f"({b},{o})" for b, o in zip(blocks, offsets)], pa.string())
+    blocks = pa.array(packed >> 16).cast(pa.string())
+    offsets = pa.array(packed & 0xFFFF).cast(pa.string())
+    # vectorised: a Python f-string per row was a quarter of a batch's client-side time
+    return pc.binary_join_element_wise("(", blocks, ",", offsets, ")", "")
 
 
 def _is_run(indices: np.ndarray) -> bool:
