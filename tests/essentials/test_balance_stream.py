@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from .conftest import roundtrip
 
 import tensorfeed as tfd
 from tensorfeed.splitting import balance_stream
+
+from .conftest import roundtrip
 
 
 def _labels_stream(counts: dict[int, int], seed: int = 0, **kw) -> tfd.MemoryStream:

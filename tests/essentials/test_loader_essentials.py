@@ -7,11 +7,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from .conftest import ids, make_data, roundtrip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tensorfeed as tfd
+
+from .conftest import ids, make_data, roundtrip
 
 
 def test_loaders_shuffle_only_where_asked():

@@ -7,11 +7,12 @@ import random
 import numpy as np
 import pytest
 import torch
-from .conftest import ids, make_data
 from torch.utils.data import Dataset, get_worker_info
 
 import tensorfeed as tfd
 from tensorfeed.sampling import shard_seed
+
+from .conftest import ids, make_data
 
 
 def test_seed_everything_seeds_python_numpy_and_torch():

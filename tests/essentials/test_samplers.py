@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from .conftest import ids, roundtrip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tensorfeed as tfd
+
+from .conftest import ids, roundtrip
 
 
 def test_weighted_sampler_follows_the_weights_and_never_draws_zero_weight():

@@ -6,12 +6,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from .conftest import make_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tensorfeed as tfd
 from tensorfeed.splitting import Subset, stable_hash
+
+from .conftest import make_data
 
 
 def _fractions(raw: list[int]) -> dict[str, float]:

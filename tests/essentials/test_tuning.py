@@ -7,10 +7,11 @@ import sys
 
 import numpy as np
 import pytest
-from .conftest import make_data
 
 import tensorfeed as tfd
 from tensorfeed import tuning
+
+from .conftest import make_data
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from .files_helpers import Image, ids_of_images, tagged_pixels
 
 import tensorfeed as tfd
+
+from .files_helpers import Image, ids_of_images, tagged_pixels
 
 
 @pytest.fixture

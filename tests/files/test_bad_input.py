@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from .files_helpers import Image, ids_of_images, write_tree
 
 import tensorfeed as tfd
+
+from .files_helpers import Image, ids_of_images, write_tree
 
 
 def _corrupt(tree: Path) -> tuple[Path, Path]:

@@ -12,11 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from .files_helpers import ids_of_images, write_mnist, write_tree
 
 import tensorfeed as tfd
 from tensorfeed.cache import cache_dataset
 from tensorfeed.sources.files import tensor_loader
+
+from .files_helpers import ids_of_images, write_mnist, write_tree
 
 CALLS: list[str] = []
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from .files_helpers import Image, ids_of_images, reference_scan, tagged_pixels, write_tree
 
 import tensorfeed as tfd
 from tensorfeed.sources.files import IMG_EXTENSIONS, find_classes, make_dataset, pil_loader
+
+from .files_helpers import Image, ids_of_images, reference_scan, tagged_pixels, write_tree
 
 
 def _messy_tree(root: Path) -> None:

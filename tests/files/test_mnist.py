@@ -7,9 +7,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from .files_helpers import write_idx, write_mnist
 
 import tensorfeed as tfd
+
+from .files_helpers import write_idx, write_mnist
 
 
 @pytest.mark.parametrize("gz", [False, True])

@@ -9,10 +9,11 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-from .conftest import ROW_GROUP, lake_tables, write_local
 
 import tensorfeed as tfd
 from tensorfeed.errors import ConfigError, DataError, NotFoundError
+
+from .conftest import ROW_GROUP, lake_tables, write_local
 
 
 def _corrupt_row_group(path: Path, rg: int) -> None:

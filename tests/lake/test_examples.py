@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from .conftest import s3_options
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,6 +12,10 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 import torch
+
+import tensorfeed as tfd
+from tensorfeed.errors import SourceChangedError
+
 from .conftest import (
     N_ROWS,
     REGIONS,
@@ -22,9 +26,6 @@ from .conftest import (
     lake_tables,
     write_local,
 )
-
-import tensorfeed as tfd
-from tensorfeed.errors import SourceChangedError
 
 
 def _reference(root: Path) -> pa.Table:

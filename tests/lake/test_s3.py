@@ -13,10 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from .conftest import N_ROWS, ROWS_PER_FILE, ids_of, lake_tables, parquet_bytes, s3_options
 
 import tensorfeed as tfd
 from tensorfeed.errors import ConnectionFailedError, NotFoundError, SourceChangedError
+
+from .conftest import N_ROWS, ROWS_PER_FILE, ids_of, lake_tables, parquet_bytes, s3_options
 
 
 def test_reads_s3_like_local(s3_lake: str, moto_endpoint: str) -> None:
