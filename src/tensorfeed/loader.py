@@ -142,7 +142,7 @@ class DataLoader(StatefulDataLoader):
         self.epoch = 0
         self._source = dataset
         self._rank = dist_rank_world()[0]
-        self._epoch_sampler = None
+        self._epoch_sampler: EpochSampler | None = None
         if ddp not in ("pad", "drop"):
             raise ConfigError(f"ddp must be 'pad' or 'drop', got {ddp!r}")
         self._ddp = ddp
@@ -171,7 +171,7 @@ class DataLoader(StatefulDataLoader):
                 batch_sampler = EpochBatchSampler(
                     sampler, batch_size, drop_last, as_array=isinstance(dataset, MapDataset)
                 )
-                self._epoch_sampler: Any = sampler
+                self._epoch_sampler = sampler
                 sampler, batch_size, drop_last = None, 1, False
         if generator is None:
             generator = torch.Generator().manual_seed(self.seed)
@@ -279,7 +279,8 @@ class DataLoader(StatefulDataLoader):
         rest = {k: v for k, v in state_dict.items() if k != "tensorfeed"}
         super().load_state_dict(rest)
         if "sampler_loop" in ours:
-            (self._epoch_sampler or self.sampler).load_loop_state_dict(ours["sampler_loop"])
+            sampler: Any = self._epoch_sampler or self.sampler
+            sampler.load_loop_state_dict(ours["sampler_loop"])
         self.epoch = int(ours["epoch"])
         self._next_epoch = self.epoch
         if isinstance(self.dataset, _BatchIterable | StreamDataset):
@@ -508,7 +509,7 @@ def loaders(
         )
     out = {}
     for name, ds in datasets.items():
-        do_shuffle = name in wanted
+        do_shuffle: bool | None = name in wanted
         if isinstance(ds, StreamDataset | IterableDataset) and not isinstance(ds, MapDataset):
             do_shuffle = None  # streams shuffle through their own buffer
         out[name] = DataLoader(ds, batch_size=batch_size, shuffle=do_shuffle, **loader_kwargs)
