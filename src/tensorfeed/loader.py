@@ -172,6 +172,8 @@ class DataLoader(StatefulDataLoader):
                     sampler, batch_size, drop_last, as_array=isinstance(dataset, MapDataset)
                 )
                 self._epoch_sampler = sampler
+                if workers == 0 and callable(getattr(dataset, "prefetch_hint", None)):
+                    batch_sampler.prefetch_hint = dataset.prefetch_hint
                 sampler, batch_size, drop_last = None, 1, False
         if generator is None:
             generator = torch.Generator().manual_seed(self.seed)
@@ -299,6 +301,8 @@ class EpochBatchSampler:
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.as_array = as_array
+        # set by tfd.DataLoader when the dataset is read in this process and can fetch ahead
+        self.prefetch_hint: Callable[[Any], None] | None = None
 
     def __len__(self) -> int:
         n = len(self.sampler)
@@ -310,9 +314,12 @@ class EpochBatchSampler:
         start, sampler._resume_at = sampler._resume_at, 0
         sampler._yielded = start
         stop = len(order) - (len(order) - start) % bs if self.drop_last else len(order)
+        hint = self.prefetch_hint
         for s in range(start, stop, bs):
             chunk = order[s : min(s + bs, stop)]
             sampler._yielded += len(chunk)
+            if hint is not None and s + bs < stop:
+                hint(order[s + bs : min(s + 2 * bs, stop)])  # see sources/sql.py NOTE
             yield chunk if self.as_array else chunk.tolist()
 
     def state_dict(self) -> dict[str, Any]:

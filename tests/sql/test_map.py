@@ -316,3 +316,22 @@ def test_from_url_reads_options_from_the_query_string(items):
     assert sup[3][0].tolist() == [3.0] and sup[3][1] == 1
     with pytest.raises(tfd.ConfigError, match="from_url"):
         tfd.SQLDataset(f"{db.url}{sep}table={table}", key="id")
+
+
+def test_fetch_ahead_gives_the_same_batches_and_starts_the_next_query(items):
+    db, table = items
+    ds = tfd.SQLDataset(db.url, table=table, key="id")
+    ahead = tfd.DataLoader(ds, batch_size=64, shuffle=True, seed=5)
+    assert ahead.batch_sampler.prefetch_hint is not None  # wired with num_workers=0
+    it = iter(ahead)
+    first = next(it)
+    job = ds._ahead["job"]
+    assert job is not None  # the second batch is already being fetched
+    rest = [first, *it]
+    plain = tfd.DataLoader(ds, batch_size=64, shuffle=True, seed=5)
+    plain.batch_sampler.prefetch_hint = None
+    expected = list(plain)  # one epoch
+    assert [b["id"].tolist() for b in rest] == [b["id"].tolist() for b in expected]
+    assert [b["v"].tolist() for b in rest] == [b["v"].tolist() for b in expected]
+    workers = tfd.DataLoader(ds, batch_size=64, num_workers=2)
+    assert workers.batch_sampler.prefetch_hint is None  # never fetch ahead in the parent

@@ -1033,6 +1033,7 @@ class SQLDataset(_SQLCommon, MapDataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_conn_holder"] = {"reader": None}  # connections never cross processes
+        state.pop("_ahead", None)  # nor threads and fetched-ahead batches
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -1079,7 +1080,52 @@ class SQLDataset(_SQLCommon, MapDataset):
             where = be.in_keys(f"tfd_src.{self.src.quote(self.key or '')}", ph)
         return f"SELECT {self._select_list()} FROM {frm} WHERE {where}", params
 
+    # NOTE [ Fetching the next batch ahead ]
+    # With num_workers=0, tfd.DataLoader's batch sampler tells the dataset which indices come
+    # next (prefetch_hint). When a batch has been fetched, the hinted one is queried on a
+    # background thread (the driver waits for the server without the GIL), so the next round
+    # trip overlaps the conversion and the training step. A fetched-ahead table is used only for
+    # exactly the indices it was fetched for, through the same reader (same snapshot), so what
+    # a batch contains never depends on the hint. Nothing of this crosses into another process.
+    def prefetch_hint(self, indices: np.ndarray) -> None:
+        ahead = self._ahead_state()
+        ahead["hint"] = np.asarray(indices)
+
+    def _ahead_state(self) -> dict[str, Any]:
+        ahead = self.__dict__.get("_ahead")
+        if ahead is None or ahead.get("pid") != os.getpid():
+            ahead = self.__dict__["_ahead"] = {
+                "pid": os.getpid(),
+                "pool": None,
+                "hint": None,
+                "job": None,
+            }
+        return ahead
+
     def _fetch(self, indices: np.ndarray) -> pa.Table:
+        ahead = self._ahead_state()
+        job, ahead["job"] = ahead["job"], None
+        table = None
+        if job is not None:
+            done_for, future = job
+            try:
+                result = future.result()
+            except Exception:  # fetched again below, where the error is raised and named
+                result = None
+            if np.array_equal(done_for, indices):
+                table = result
+        if table is None:
+            table = self._fetch_now(indices)
+        hint, ahead["hint"] = ahead["hint"], None
+        if hint is not None and len(hint):
+            if ahead["pool"] is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                ahead["pool"] = ThreadPoolExecutor(1, thread_name_prefix="tensorfeed-sql-ahead")
+            ahead["job"] = (hint, ahead["pool"].submit(self._fetch_now, hint))
+        return table
+
+    def _fetch_now(self, indices: np.ndarray) -> pa.Table:
         wanted = self._keys_at(indices)
         if len(wanted) == 0:
             return self._visible(self._empty())
