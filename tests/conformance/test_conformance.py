@@ -130,6 +130,14 @@ def _kafka(tmp, stream=True):
 
 _keepalive: list[Any] = []
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_clusters():
+    yield
+    while _keepalive:  # close mock clusters here, not during interpreter shutdown
+        _keepalive.pop().close()
+
+
 SOURCES = {
     "memory": lambda tmp, pg: _memory(tmp),
     "memory-stream": lambda tmp, pg: _memory(tmp, True),

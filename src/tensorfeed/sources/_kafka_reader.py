@@ -24,6 +24,7 @@ last batches are handed out after the reader saw everything.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -110,6 +111,20 @@ class KafkaStats:
 _OPEN: dict[int, tuple[int, Any]] = {}
 
 
+def _close_ours_at_exit() -> None:
+    """Close this process's consumers before interpreter shutdown: a consumer destroyed during
+    finalisation can call back into a half-torn-down interpreter (its logger) and crash it."""
+    pid = os.getpid()
+    for key, (owner, consumer) in list(_OPEN.items()):
+        if owner == pid:
+            with contextlib.suppress(Exception):
+                consumer.close()
+            _OPEN.pop(key, None)
+
+
+_AT_EXIT: list[int] = []  # pids that registered _close_ours_at_exit
+
+
 def close_consumer(consumer: Any) -> None:
     entry = _OPEN.get(id(consumer))
     if entry is None or entry[0] != os.getpid():
@@ -142,6 +157,9 @@ def make_consumer(stream: KafkaStream, on_error: Any = None) -> Any:
             f"librdkafka refused the consumer settings: {getattr(err, 'str', lambda: str(err))()}"
         ) from None
     _OPEN[id(consumer)] = (os.getpid(), consumer)
+    if os.getpid() not in _AT_EXIT:  # once per process, only once Kafka is actually used
+        _AT_EXIT.append(os.getpid())
+        atexit.register(_close_ours_at_exit)
     return consumer
 
 
