@@ -33,6 +33,16 @@ def dist_rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def resolve_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Explicit (rank, world_size) where given, else torch.distributed's; validated."""
+    r, w = dist_rank_world()
+    rank = r if rank is None else int(rank)
+    world_size = w if world_size is None else int(world_size)
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} is not in range for world_size {world_size}")
+    return rank, world_size
+
+
 @dataclass(frozen=True)
 class World:
     """Where this process sits: DDP rank of world_size, DataLoader worker of num_workers."""
@@ -118,14 +128,10 @@ class EpochSampler(Sampler[int]):
             raise ConfigError(f"num_items must be >= 0, got {num_items}")
         if ddp not in ("pad", "drop"):
             raise ConfigError(f"ddp policy must be 'pad' or 'drop', got {ddp!r}")
-        r, w = dist_rank_world()
         self.num_items = num_items
         self.shuffle = shuffle
         self.seed = int(seed)
-        self.rank = r if rank is None else rank
-        self.world_size = w if world_size is None else world_size
-        if not 0 <= self.rank < self.world_size:
-            raise ConfigError(f"rank {self.rank} is not in range for world_size {self.world_size}")
+        self.rank, self.world_size = resolve_rank_world(rank, world_size)
         self.ddp = ddp
         self.epoch = 0
         self.uneven = 0  # indices padded (ddp="pad") or dropped (ddp="drop") this epoch
@@ -265,13 +271,9 @@ class _DrawSampler(EpochSampler):
     ) -> None:
         if ddp not in ("pad", "drop"):
             raise ConfigError(f"ddp policy must be 'pad' or 'drop', got {ddp!r}")
-        r, w = dist_rank_world()
         self.shuffle = True
         self.seed = int(seed)
-        self.rank = r if rank is None else int(rank)
-        self.world_size = w if world_size is None else int(world_size)
-        if not 0 <= self.rank < self.world_size:
-            raise ConfigError(f"rank {self.rank} is not in range for world_size {self.world_size}")
+        self.rank, self.world_size = resolve_rank_world(rank, world_size)
         self.ddp = ddp
         self.epoch = 0
         self.uneven = 0  # draws padded (ddp="pad") or dropped (ddp="drop") this epoch

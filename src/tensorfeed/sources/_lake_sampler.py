@@ -28,7 +28,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from ..errors import ConfigError, StateError
-from ..sampling import dist_rank_world
+from ..sampling import resolve_rank_world
 
 
 def locality_order(unit_rows: np.ndarray, seed: int, epoch: int, window: int) -> np.ndarray:
@@ -82,17 +82,13 @@ class LocalitySampler(Sampler[int]):
             raise ConfigError(f"ddp policy must be 'pad' or 'drop', got {ddp!r}")
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        r, w = dist_rank_world()
         self.batch_size = batch_size
         self.drop_last = bool(drop_last)
         self.unit_rows = np.asarray(unit_rows, dtype=np.int64)
         self.num_items = int(self.unit_rows.sum())
         self.seed = int(seed)
         self.window = int(window)
-        self.rank = r if rank is None else int(rank)
-        self.world_size = w if world_size is None else int(world_size)
-        if not 0 <= self.rank < self.world_size:
-            raise ConfigError(f"rank {self.rank} is not in range for world_size {self.world_size}")
+        self.rank, self.world_size = resolve_rank_world(rank, world_size)
         self.ddp = ddp
         self.epoch = 0
         self._resume_at = 0
