@@ -144,6 +144,37 @@ def test_memory_batches_match_samples_for_mixed_and_2d_columns():
         )
 
 
+def test_in_memory_fast_path_honours_float_dtype_and_every_column_dtype():
+    data = {
+        "id": np.arange(N),
+        "w": np.linspace(0, 1, N),  # float64 in, float32 out by default
+        "h": torch.arange(N, dtype=torch.float16),
+        "b": torch.arange(N, dtype=torch.bfloat16),  # widened to float32 on the way in (exact)
+    }
+    ds = tfd.MemoryDataset(data)
+    batch = next(iter(tfd.DataLoader(ds, batch_size=9, shuffle=True, seed=1)))
+    assert {k: v.dtype for k, v in batch.items()} == {
+        "id": torch.int64,
+        "w": torch.float32,
+        "h": torch.float32,
+        "b": torch.float32,
+    }
+    wide = next(
+        iter(tfd.DataLoader(ds, batch_size=9, shuffle=True, seed=1, float_dtype=torch.float64))
+    )
+    assert wide["w"].dtype == torch.float64 and wide["id"].tolist() == batch["id"].tolist()
+    assert np.allclose(wide["w"].numpy(), np.linspace(0, 1, N)[batch["id"].numpy()])
+    assert wide["b"].tolist() == batch["id"].double().tolist()
+
+
+def test_batches_show_up_under_the_torch_profiler():
+    loader = tfd.DataLoader(tfd.MemoryDataset(_data()), batch_size=10)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        n = sum(1 for _ in loader)
+    spans = [e.key for e in prof.key_averages() if e.key.startswith("enumerate(DataLoader)")]
+    assert n == 11 and spans, "the per-batch DataLoader span is missing under a profiler"
+
+
 def test_missing_feature_column_is_named():
     with pytest.raises(tfd.NotFoundError, match="'nope'"):
         tfd.MemoryDataset(_data(), features=["x", "nope"], target="y")
