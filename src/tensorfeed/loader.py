@@ -240,6 +240,7 @@ class DataLoader(StatefulDataLoader):
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         self._prepare_epoch()
+        self._before_workers()
         it = super().__iter__()
         self.stats = LoaderStats()
         inner: Iterator[Any] = it
@@ -258,6 +259,21 @@ class DataLoader(StatefulDataLoader):
             state, me.next_iter_state = me.next_iter_state, None
             return _LeanSingleProcessIter(self, state)
         return super()._get_iterator()
+
+    def _before_workers(self) -> None:
+        """Let the dataset load what its forked workers should share (SQLDataset's kept rows)
+        before they start; spawned workers would each receive a pickled copy, so not then."""
+        hook = getattr(self.dataset, "_before_workers", None)
+        if self.num_workers == 0 or not callable(hook):
+            return
+        ctx = self.multiprocessing_context
+        method = (
+            ctx.get_start_method()
+            if ctx is not None
+            else torch.multiprocessing.get_start_method(allow_none=True)
+        )
+        if (method or torch.multiprocessing.get_all_start_methods()[0]) == "fork":
+            hook()
 
     # -- checkpoints ------------------------------------------------------------------------
     def _identity(self) -> str:

@@ -225,6 +225,11 @@ class Subset(MapDataset):
     def _locator(self, indices: np.ndarray) -> RowLocator:
         return self.dataset._locator(self.indices[indices])
 
+    def _before_workers(self) -> None:
+        hook = getattr(self.dataset, "_before_workers", None)
+        if callable(hook):
+            hook()
+
     def describe(self) -> str:
         return self.dataset.describe()
 

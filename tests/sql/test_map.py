@@ -95,7 +95,7 @@ def test_query_with_join_and_params(items):
 
 def test_one_query_per_batch(items):
     db, table = items
-    ds = tfd.SQLDataset(db.url, table=table, key="id")
+    ds = tfd.SQLDataset(db.url, table=table, key="id", keep_in_memory=False)
     ds[0]
     reader = ds._conn_holder["reader"]
     statements: list[str] = []
@@ -116,7 +116,7 @@ def test_one_query_per_batch(items):
 
 def test_no_connection_before_needed(items):
     db, table = items
-    ds = tfd.SQLDataset(db.url, table=table, key="id")
+    ds = tfd.SQLDataset(db.url, table=table, key="id", keep_in_memory=False)
     assert ds._conn_holder["reader"] is None  # the key index connection is not kept for reads
     copy = pickle.loads(pickle.dumps(ds))
     assert copy._conn_holder["reader"] is None
@@ -127,7 +127,7 @@ def test_no_connection_before_needed(items):
         app = f"tfd_conn_{table}"
         url = db.url + ("&" if "?" in db.url else "?") + f"application_name={app}"
         count = f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'"
-        ds2 = tfd.SQLDataset(url, table=table, key="id")
+        ds2 = tfd.SQLDataset(url, table=table, key="id", keep_in_memory=False)
         assert db.execute(count)[0][0] == 1
         blob = pickle.dumps(ds2)
         copy2 = pickle.loads(blob)
@@ -155,10 +155,11 @@ def test_pickles_into_spawn_workers(items):
     assert sorted(_ids(loader)) == list(range(N_ROWS))
 
 
+@pytest.mark.parametrize("keep", [None, False])
 @pytest.mark.parametrize("workers", [0, 2])
-def test_concurrent_writer_does_not_change_the_epoch(items, workers):
+def test_concurrent_writer_does_not_change_the_epoch(items, workers, keep):
     db, table = items
-    ds = tfd.SQLDataset(db.url, table=table, key="id", columns=["id", "v"])
+    ds = tfd.SQLDataset(db.url, table=table, key="id", columns=["id", "v"], keep_in_memory=keep)
     before = {r["id"]: r["v"] for r in ds.__getitems__(range(len(ds)))}
     loader = tfd.DataLoader(ds, batch_size=100, shuffle=True, num_workers=workers, seed=1)
     seen: dict[int, float] = {}
@@ -270,7 +271,7 @@ def test_fork_workers_never_touch_the_parents_connections(pg_db):
     stream's idle connection); closing one there would end the parent's session. They must
     abandon them and open their own."""
     table = pg_db.make_items(300)
-    ds = tfd.SQLDataset(pg_db.url, table=table, key="id")
+    ds = tfd.SQLDataset(pg_db.url, table=table, key="id", keep_in_memory=False)
     st = tfd.SQLStream(pg_db.url, table=table, key="id")
     ds[0]
     assert sum(1 for _ in st) == 300  # the parent now holds an idle stream connection too
@@ -320,7 +321,7 @@ def test_from_url_reads_options_from_the_query_string(items):
 
 def test_fetch_ahead_gives_the_same_batches_and_starts_the_next_query(items):
     db, table = items
-    ds = tfd.SQLDataset(db.url, table=table, key="id")
+    ds = tfd.SQLDataset(db.url, table=table, key="id", keep_in_memory=False)
     ahead = tfd.DataLoader(ds, batch_size=64, shuffle=True, seed=5)
     assert ahead.batch_sampler.prefetch_hint is not None  # wired with num_workers=0
     it = iter(ahead)
@@ -335,3 +336,83 @@ def test_fetch_ahead_gives_the_same_batches_and_starts_the_next_query(items):
     assert [b["v"].tolist() for b in rest] == [b["v"].tolist() for b in expected]
     workers = tfd.DataLoader(ds, batch_size=64, num_workers=2)
     assert workers.batch_sampler.prefetch_hint is None  # never fetch ahead in the parent
+
+
+# --------------------------------------------------------------------------- rows kept in memory
+
+
+def _sessions(db, app: str) -> str:
+    return f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'"
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_small_results_are_kept_in_memory_and_give_the_same_batches(items, workers):
+    """keep_in_memory=None (the default) reads a small result once and serves every later batch
+    from RAM: same batches, same values as one query per batch, and no further statements."""
+    db, table = items
+    kept = tfd.SQLDataset(db.url, table=table, key="id")
+    queried = tfd.SQLDataset(db.url, table=table, key="id", keep_in_memory=False)
+    a = tfd.DataLoader(kept, batch_size=96, shuffle=True, seed=4, num_workers=workers)
+    b = tfd.DataLoader(queried, batch_size=96, shuffle=True, seed=4, num_workers=workers)
+    for _ in range(2):  # two epochs, the second with a new order
+        got, want = list(a), list(b)
+        assert [x["id"].tolist() for x in got] == [y["id"].tolist() for y in want]
+        assert [x["v"].tolist() for x in got] == [y["v"].tolist() for y in want]
+        assert [x["s"] for x in got] == [y["s"] for y in want]
+    assert kept.in_memory and not queried.in_memory
+    # loaded in this process (before the workers forked): its reader is closed again
+    assert kept._conn_holder["reader"] is None
+    assert kept[-1] == {"id": N_ROWS - 1, "v": (N_ROWS - 1) / 2, "label": 1, "s": f"s{N_ROWS - 1}"}
+    assert kept.column("v")[10] == 5.0
+    assert "_mem" not in pickle.loads(pickle.dumps(kept)).__dict__  # never pickled along
+
+
+def test_forked_workers_share_the_kept_rows_and_open_no_connection(pg_db):
+    table = pg_db.make_items(500)
+    app = f"tfd_keep_{table}"
+    url = pg_db.url + ("&" if "?" in pg_db.url else "?") + f"application_name={app}"
+    ds = tfd.SQLDataset(url, table=table, key="id")
+    assert pg_db.execute(_sessions(pg_db, app))[0][0] == 1  # the snapshot pin
+    loader = tfd.DataLoader(ds, batch_size=50, shuffle=True, num_workers=2, persistent_workers=True)
+    it = iter(loader)
+    ids = [next(it)["id"]]
+    assert pg_db.execute(_sessions(pg_db, app))[0][0] == 1  # workers read RAM, not the server
+    ids += [b["id"] for b in it]
+    assert sorted(torch.cat(ids).tolist()) == list(range(500))
+    del it, loader
+    ds.close()
+
+
+def test_kept_rows_on_sqlite_are_a_copy_from_the_first_read_until_refresh(sqlite_db):
+    table = sqlite_db.make_items(40)
+    kept = tfd.SQLDataset(sqlite_db.url, table=table, key="id")
+    queried = tfd.SQLDataset(sqlite_db.url, table=table, key="id", keep_in_memory=False)
+    assert kept[3]["v"] == 1.5 and queried[3]["v"] == 1.5
+    sqlite_db.execute(f'UPDATE "{table}" SET v = -1 WHERE id = 3')
+    assert kept[3]["v"] == 1.5  # as read at the first batch
+    assert queried[3]["v"] == -1.0  # read as it is now
+    kept.refresh()
+    assert not kept.in_memory and kept[3]["v"] == -1.0
+
+
+def test_postgres_kept_rows_are_the_pinned_snapshot(pg_db):
+    table = pg_db.make_items(40)
+    ds = tfd.SQLDataset(pg_db.url, table=table, key="id")
+    pg_db.execute(f'UPDATE "{table}" SET v = -1 WHERE id = 3')  # before the first read
+    pg_db.execute(f'DELETE FROM "{table}" WHERE id = 4')
+    assert ds[3]["v"] == 1.5 and ds[4]["id"] == 4 and len(ds) == 40  # the snapshot's rows
+    assert ds.in_memory
+    ds.close()
+
+
+def test_big_results_are_not_kept_and_keep_in_memory_is_checked(items, monkeypatch):
+    db, table = items
+    from tensorfeed.sources import sql
+
+    monkeypatch.setattr(sql, "KEEP_IN_MEMORY_AUTO_BYTES", 1000)  # far less than 2,000 rows
+    auto = tfd.SQLDataset(db.url, table=table, key="id")
+    assert auto[5]["id"] == 5 and not auto.in_memory
+    forced = tfd.SQLDataset(db.url, table=table, key="id", keep_in_memory=True)
+    assert forced[5]["id"] == 5 and forced.in_memory  # True: whatever the size
+    with pytest.raises(tfd.ConfigError, match="keep_in_memory"):
+        tfd.SQLDataset(db.url, table=table, key="id", keep_in_memory="yes")

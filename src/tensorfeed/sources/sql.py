@@ -59,6 +59,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._deps import require
+from ..cache import _Gather, _without_owned
 from ..columns import RowLocator, make_spec
 from ..dataset import MapDataset, StreamDataset, _digest
 from ..errors import (
@@ -78,6 +79,10 @@ _ABANDONED: list[Any] = []  # connections inherited through fork: never used, ne
 _PINS: dict[str, _Pin] = {}  # dataset token -> the snapshot-holding transaction of this process
 _SNAPSHOT_ID = re.compile(r"^[0-9A-Fa-f-]+$")
 _PG_BATCH_BYTES = str(8 << 20)  # COPY record batches of ~8 MiB: a stream's memory bound
+# SQLDataset(keep_in_memory=None) keeps the rows in RAM when they are estimated to take at most
+# this much (see NOTE [ Rows kept in memory ]).
+KEEP_IN_MEMORY_AUTO_BYTES = 1 << 30
+_SIZE_SAMPLE_ROWS = 1000
 
 
 # --------------------------------------------------------------------------- URLs
@@ -897,8 +902,12 @@ class SQLDataset(_SQLCommon, MapDataset):
         target: str | None = None,
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[Any], Any] | None = None,
+        keep_in_memory: bool | None = None,
     ) -> None:
         self._setup(url, table, query, key, columns, params)
+        if keep_in_memory not in (None, True, False):
+            raise ConfigError(f"keep_in_memory must be None, True or False, got {keep_in_memory!r}")
+        self.keep_in_memory = keep_in_memory
         if self.key is None:
             raise ConfigError(
                 "SQLDataset needs key= (a column unique in the result) to give every row a "
@@ -962,6 +971,7 @@ class SQLDataset(_SQLCommon, MapDataset):
                 be.close(conn)
         self._keys, self._row_ids, self._snapshot = keys, row_ids, snapshot
         self.__dict__.pop("_sql_cache", None)  # the fetch SQL depends on whether ctids exist
+        self.__dict__.pop("_mem", None)  # rows kept in memory belong to the old view
 
     def _is_heap_table(self, be: _Postgres, conn: Any) -> bool:
         """A plain table or materialised view: its rows can be fetched by physical location.
@@ -1034,6 +1044,7 @@ class SQLDataset(_SQLCommon, MapDataset):
         state = self.__dict__.copy()
         state["_conn_holder"] = {"reader": None}  # connections never cross processes
         state.pop("_ahead", None)  # nor threads and fetched-ahead batches
+        state.pop("_mem", None)  # nor rows kept in memory (a fork child shares them instead)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -1103,6 +1114,9 @@ class SQLDataset(_SQLCommon, MapDataset):
         return ahead
 
     def _fetch(self, indices: np.ndarray) -> pa.Table:
+        kept = self._kept_rows()
+        if kept is not None:
+            return self._visible(kept.take(indices))
         ahead = self._ahead_state()
         job, ahead["job"] = ahead["job"], None
         table = None
@@ -1139,6 +1153,65 @@ class SQLDataset(_SQLCommon, MapDataset):
             ids = wanted if self._row_ids is None else _tid_texts(self._row_ids[indices])
             table = self._run_locked(sql, [*params, self._backend_keys_param(ids)], self._typing())
         return self._visible(self._reorder(table, wanted))
+
+    # NOTE [ Rows kept in memory ]
+    # A dataset that fits in memory is fastest read once, in one sequential statement (COPY on
+    # PostgreSQL), and then gathered from RAM: every later batch and epoch costs no round trip.
+    # keep_in_memory=None ("auto") does that when the rows are estimated (from a 1,000-row
+    # sample) to take at most KEEP_IN_MEMORY_AUTO_BYTES, in the process that built the dataset,
+    # at its first batch; tfd.DataLoader also loads them there before it forks workers, which
+    # then share the pages (Arrow buffers: no copy-on-read growth). True always keeps them (each
+    # process that reads loads its own copy if it did not inherit one); False never does.
+    # The rows are read inside the pinned snapshot on PostgreSQL, so they are exactly what
+    # per-batch queries would return. On SQLite they are the rows as they were at that first
+    # read (one statement: a consistent copy), until refresh().
+    def _kept_rows(self) -> _Gather | None:
+        mem = self.__dict__.get("_mem")
+        if mem is None:
+            mem = self.__dict__["_mem"] = {"rows": None, "decided": False}
+        if mem["rows"] is not None or mem["decided"]:
+            return mem["rows"]  # type: ignore[no-any-return]
+        if self.keep_in_memory is False:
+            mem["decided"] = True
+            return None
+        if self.keep_in_memory is None:
+            if os.getpid() != self._owner_pid:
+                return None  # a worker that did not inherit the rows: one query per batch
+            if self._estimated_bytes() > KEEP_IN_MEMORY_AUTO_BYTES:
+                mem["decided"] = True
+                return None
+        mem["rows"] = _Gather(self._read_all_rows())
+        mem["decided"] = True
+        _close_reader(self._conn_holder)  # every batch is served from memory from now on
+        return mem["rows"]  # type: ignore[no-any-return]
+
+    def _before_workers(self) -> None:
+        """Called by tfd.DataLoader before it forks workers: load kept rows here, once, so the
+        workers share them instead of each querying (or loading) on its own."""
+        if os.getpid() == self._owner_pid:
+            self._kept_rows()
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether this process serves batches from rows kept in memory (see keep_in_memory)."""
+        mem = self.__dict__.get("_mem")
+        return bool(mem and mem["rows"] is not None)
+
+    def _estimated_bytes(self) -> float:
+        if len(self) == 0:
+            return 0.0
+        frm, params = self.src.from_clause()
+        sample = self._run_locked(
+            f"SELECT {self._select_list()} FROM {frm} LIMIT {_SIZE_SAMPLE_ROWS}",
+            params,
+            self._typing(),
+        )
+        return sample.nbytes / max(1, sample.num_rows) * len(self)
+
+    def _read_all_rows(self) -> pa.Table:
+        frm, params = self.src.from_clause()
+        table = self._run_locked(f"SELECT {self._select_list()} FROM {frm}", params, self._typing())
+        return _without_owned(self._reorder(table, self._keys).combine_chunks())
 
     def _range_sql(self) -> tuple[str, list[Any]]:
         return self._sql("range", self._build_range_sql)
@@ -1183,6 +1256,9 @@ class SQLDataset(_SQLCommon, MapDataset):
 
     def column(self, name: str) -> np.ndarray:
         """One column for every row, in index order (one ordered query)."""
+        kept = self.__dict__.get("_mem", {}).get("rows")
+        if kept is not None and name in kept.schema.names:
+            return kept.take(np.arange(len(self))).column(name).to_numpy(zero_copy_only=False)
         _check_names(self._all_names(), [name], self.describe())
         frm, params = self.src.from_clause()
         qk = f"tfd_src.{self.src.quote(self.key or '')}"
