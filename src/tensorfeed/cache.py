@@ -173,8 +173,10 @@ class _Gather:
 
     Arrow's take on a column of several chunks first concatenates the whole column (for a
     memory-mapped cache file, one copy of everything per batch), so rows are gathered chunk by
-    chunk here. Binary columns whose values all have the same width (images of one shape) are
-    gathered with one numpy fancy-index copy straight into the batch's buffer.
+    chunk here. Binary columns whose values all have the same width (images of one shape) and
+    integer/float columns without NULLs are gathered with numpy fancy indexing straight into the
+    batch's buffer (for 1024 rows of a million: ~10 us a column, where ``pyarrow.compute.take``
+    costs ~45 us, mostly per-call overhead).
     """
 
     def __init__(self, table: pa.Table) -> None:
@@ -184,6 +186,10 @@ class _Gather:
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.widths = [
             [_uniform_width(b.column(j)) for b in self.batches] for j in range(table.num_columns)
+        ]
+        # numpy views of null-free integer/float columns (None where a batch has NULLs)
+        self.plain = [
+            [_plain_values(b.column(j)) for b in self.batches] for j in range(table.num_columns)
         ]
 
     def take(self, indices: np.ndarray) -> pa.Table:
@@ -205,6 +211,19 @@ class _Gather:
         return pa.Table.from_arrays(cols, schema=self.schema).replace_schema_metadata(OWNED)
 
     def _column(self, j: int, groups: list[Any], n: int) -> pa.Array:
+        if not groups:  # no rows asked for
+            return pa.array([], type=self.schema.field(j).type)
+        plain = self.plain[j]
+        if all(plain[b] is not None for b, _, _ in groups):
+            if len(groups) == 1 and groups[0][2] is None:
+                b, local, _ = groups[0]
+                values = np.take(plain[b], local)
+            else:
+                values = np.empty(n, dtype=plain[groups[0][0]].dtype)
+                for b, local, pos in groups:
+                    values[pos] = plain[b][local]
+            typ = self.schema.field(j).type
+            return pa.Array.from_buffers(typ, n, [None, pa.py_buffer(values)])
         widths = {self.widths[j][b] for b, _, _ in groups}
         if len(widths) == 1 and None not in widths:
             width = int(widths.pop())
@@ -227,6 +246,14 @@ class _Gather:
         inverse = np.empty(n, dtype=np.int64)
         inverse[order] = np.arange(n)
         return pa.concat_arrays(pieces).take(pa.array(inverse))
+
+
+def _plain_values(arr: pa.Array) -> np.ndarray | None:
+    """A zero-copy numpy view of a null-free integer or floating-point array, else None."""
+    t = arr.type
+    if arr.null_count or not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        return None
+    return arr.to_numpy(zero_copy_only=True)
 
 
 def _uniform_width(arr: pa.Array) -> int | None:

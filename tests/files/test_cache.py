@@ -260,3 +260,27 @@ def test_gather_over_many_chunks_equals_arrow_take():
         bytes([3, 3]) * 3,
         bytes([0, 0]) * 3,
     ]
+
+
+def test_gather_matches_arrow_take_across_chunks_nulls_and_types():
+    """The cache's gather (numpy for null-free numbers, Arrow for the rest) is Arrow's take."""
+    from tensorfeed.cache import _Gather
+
+    schema = pa.schema(
+        [("i", pa.int32()), ("f", pa.float64()), ("u", pa.uint8()), ("s", pa.string())]
+    )
+    a = pa.table(
+        {"i": [1, 2, 3], "f": [0.5, None, 1.5], "u": [7, 8, 9], "s": ["a", None, "c"]}, schema
+    )
+    b = pa.table(
+        {"i": [4, 5, 6], "f": [2.5, 3.5, 4.5], "u": [1, 2, 3], "s": ["d", "e", "f"]}, schema
+    )
+    table = pa.concat_tables([a, b])  # two chunks: NULLs in the first only
+    gather = _Gather(table)
+    for idx in ([4, 0, 5, 2, 3, 1], [5, 3], [1, 1, 0], []):
+        rows = np.array(idx, dtype=np.int64)
+        got = gather.take(rows)
+        assert got.schema.remove_metadata() == schema
+        assert got.to_pylist() == table.take(rows).to_pylist()
+    single = _Gather(b.combine_chunks())
+    assert single.take(np.array([2, 0])).column("i").to_pylist() == [6, 4]

@@ -85,6 +85,15 @@ KEEP_IN_MEMORY_AUTO_BYTES = 1 << 30
 _SIZE_SAMPLE_ROWS = 1000
 
 
+def _auto_keep_budget() -> int:
+    """KEEP_IN_MEMORY_AUTO_BYTES, or a quarter of the memory available now if that is less."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return KEEP_IN_MEMORY_AUTO_BYTES
+    return int(min(KEEP_IN_MEMORY_AUTO_BYTES, available // 4))
+
+
 # --------------------------------------------------------------------------- URLs
 
 
@@ -1177,7 +1186,7 @@ class SQLDataset(_SQLCommon, MapDataset):
         if self.keep_in_memory is None:
             if os.getpid() != self._owner_pid:
                 return None  # a worker that did not inherit the rows: one query per batch
-            if self._estimated_bytes() > KEEP_IN_MEMORY_AUTO_BYTES:
+            if self._estimated_bytes() > _auto_keep_budget():
                 mem["decided"] = True
                 return None
         mem["rows"] = _Gather(self._read_all_rows())
