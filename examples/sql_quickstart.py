@@ -56,7 +56,7 @@ def main(tmp: Path) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     loader = tfd.DataLoader(ds, batch_size=256, shuffle=True, num_workers=2, seed=0)
     for epoch in range(2):
-        for x, y in loader:  # x: float32 [256, 3], y: int64 [256]; one query per batch
+        for x, y in loader:  # x: float32 [256, 3], y: int64 [256]
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 model(x).squeeze(1), y.float()
             )
