@@ -341,7 +341,7 @@ def test_fetch_ahead_gives_the_same_batches_and_starts_the_next_query(items):
 # --------------------------------------------------------------------------- rows kept in memory
 
 
-def _sessions(db, app: str) -> str:
+def _sessions(app: str) -> str:
     return f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'"
 
 
@@ -372,11 +372,11 @@ def test_forked_workers_share_the_kept_rows_and_open_no_connection(pg_db):
     app = f"tfd_keep_{table}"
     url = pg_db.url + ("&" if "?" in pg_db.url else "?") + f"application_name={app}"
     ds = tfd.SQLDataset(url, table=table, key="id")
-    assert pg_db.execute(_sessions(pg_db, app))[0][0] == 1  # the snapshot pin
+    assert pg_db.execute(_sessions(app))[0][0] == 1  # the snapshot pin
     loader = tfd.DataLoader(ds, batch_size=50, shuffle=True, num_workers=2, persistent_workers=True)
     it = iter(loader)
     ids = [next(it)["id"]]
-    assert pg_db.execute(_sessions(pg_db, app))[0][0] == 1  # workers read RAM, not the server
+    assert pg_db.execute(_sessions(app))[0][0] == 1  # workers read RAM, not the server
     ids += [b["id"] for b in it]
     assert sorted(torch.cat(ids).tolist()) == list(range(500))
     del it, loader
