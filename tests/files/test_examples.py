@@ -3,36 +3,20 @@ every example runs (each generates its own small data in a temporary folder)."""
 
 from __future__ import annotations
 
-import re
 import runpy
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+
+from ..docs_excerpts import assert_docs_blocks_are_excerpts
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("files_*.py"))
 
 
-def _excerpts() -> dict[str, str]:
-    out = {}
-    for path in EXAMPLES:
-        text = path.read_text()
-        pattern = r"# --8<-- \[start:(\w+)\]\n(.*?)\n\s*# --8<-- \[end:\1\]"
-        for m in re.finditer(pattern, text, re.S):
-            out[f"{path.name}:{m.group(1)}"] = textwrap.dedent(m.group(2)).strip()
-    return out
-
-
 def test_every_docs_code_block_is_an_example_excerpt():
-    docs = (REPO / "docs" / "files.md").read_text()
-    blocks = [b.strip() for b in re.findall(r"```python\n(.*?)```", docs, re.S)]
-    excerpts = _excerpts()
-    assert blocks, "docs/files.md has no python code block"
-    for block in blocks:
-        assert block in excerpts.values(), f"this docs block is not in examples/:\n{block}"
-    assert len(blocks) == len(excerpts)
+    assert_docs_blocks_are_excerpts("files.md", EXAMPLES)
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)

@@ -7,33 +7,19 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+
+from ..docs_excerpts import assert_docs_blocks_are_excerpts
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("kafka_*.py"))
 FINAL = re.compile(r"messages/s [\d,]+ \| data wait [\d.]+% \| holdout AUC ([\d.]+|nan)")
 
 
-def _excerpts() -> dict[str, str]:
-    out = {}
-    pattern = r"# --8<-- \[start:(\w+)\]\n(.*?)\n\s*# --8<-- \[end:\1\]"
-    for path in EXAMPLES:
-        for m in re.finditer(pattern, path.read_text(), re.S):
-            out[f"{path.name}:{m.group(1)}"] = textwrap.dedent(m.group(2)).strip()
-    return out
-
-
 def test_every_docs_code_block_is_an_example_excerpt() -> None:
-    docs = (REPO / "docs" / "kafka.md").read_text()
-    blocks = [b.strip() for b in re.findall(r"```python\n(.*?)```", docs, re.S)]
-    excerpts = _excerpts()
-    assert blocks
-    for block in blocks:
-        assert block in excerpts.values(), f"this docs block is not in examples/:\n{block}"
-    assert len(blocks) == len(excerpts)
+    assert_docs_blocks_are_excerpts("kafka.md", EXAMPLES)
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)

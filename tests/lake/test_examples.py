@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ..docs_excerpts import assert_docs_blocks_are_excerpts
 from .conftest import s3_options
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,23 +21,8 @@ FINAL = re.compile(
 )
 
 
-def _excerpts() -> dict[str, str]:
-    out = {}
-    pattern = r"# --8<-- \[start:(\w+)\]\n(.*?)\n\s*# --8<-- \[end:\1\]"
-    for path in EXAMPLES:
-        for m in re.finditer(pattern, path.read_text(), re.S):
-            out[f"{path.name}:{m.group(1)}"] = textwrap.dedent(m.group(2)).strip()
-    return out
-
-
 def test_every_docs_code_block_is_an_example_excerpt() -> None:
-    docs = (REPO / "docs" / "lake.md").read_text()
-    blocks = [b.strip() for b in re.findall(r"```python\n(.*?)```", docs, re.S)]
-    excerpts = _excerpts()
-    assert blocks
-    for block in blocks:
-        assert block in excerpts.values(), f"this docs block is not in examples/:\n{block}"
-    assert len(blocks) == len(excerpts)
+    assert_docs_blocks_are_excerpts("lake.md", EXAMPLES)
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)

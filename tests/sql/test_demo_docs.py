@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,8 @@ import pytest
 import tensorfeed as tfd
 from tensorfeed.demo import ecommerce
 from tensorfeed.inspect import inspect_url
+
+from ..docs_excerpts import assert_docs_blocks_are_excerpts
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("sql_*.py"))
@@ -89,23 +90,8 @@ def test_inspect_never_prints_the_password(pg_db):
     assert secret not in cli.stdout + cli.stderr
 
 
-def _excerpts() -> dict[str, str]:
-    out = {}
-    for path in EXAMPLES:
-        pattern = r"# --8<-- \[start:(\w+)\]\n(.*?)\n\s*# --8<-- \[end:\1\]"
-        for m in re.finditer(pattern, path.read_text(), re.S):
-            out[f"{path.name}:{m.group(1)}"] = textwrap.dedent(m.group(2)).strip()
-    return out
-
-
 def test_every_docs_code_block_is_an_example_excerpt():
-    docs = (REPO / "docs" / "sql.md").read_text()
-    blocks = [b.strip() for b in re.findall(r"```python\n(.*?)```", docs, re.S)]
-    excerpts = _excerpts()
-    assert blocks
-    for block in blocks:
-        assert block in excerpts.values(), f"this docs block is not in examples/:\n{block}"
-    assert len(blocks) == len(excerpts)
+    assert_docs_blocks_are_excerpts("sql.md", EXAMPLES)
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
