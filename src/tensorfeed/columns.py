@@ -321,16 +321,10 @@ class TensorBatch(Sequence[Any]):
     """A batch that is already tensors (an in-memory source's ``index_select``): :func:`collate`
     passes it through; indexing still gives samples for torch's default collate."""
 
-    __slots__ = ("data", "float_dtypes")
+    __slots__ = ("data",)
 
-    def __init__(
-        self,
-        data: dict[str, torch.Tensor] | tuple[torch.Tensor, ...],
-        float_dtypes: frozenset[torch.dtype] | None = None,
-    ) -> None:
+    def __init__(self, data: dict[str, torch.Tensor] | tuple[torch.Tensor, ...]) -> None:
         self.data = data
-        # the floating dtypes among the tensors, when the producer knows them (saves a pass)
-        self.float_dtypes = float_dtypes
 
     def _tensors(self) -> list[torch.Tensor]:
         return list(self.data.values()) if isinstance(self.data, dict) else list(self.data)
@@ -344,10 +338,7 @@ class TensorBatch(Sequence[Any]):
         return tuple(v[i] for v in self.data)
 
     def to_batch(self, opts: ConvertOptions = ConvertOptions()) -> Batch:
-        floats = self.float_dtypes
-        if floats is None:
-            floats = frozenset(t.dtype for t in self._tensors() if t.is_floating_point())
-        if floats <= {opts.float_dtype}:
+        if all(not t.is_floating_point() or t.dtype == opts.float_dtype for t in self._tensors()):
             return self.data  # already in the wanted dtypes (the in-memory fast path)
 
         def conv(t: torch.Tensor) -> torch.Tensor:

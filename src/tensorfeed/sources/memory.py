@@ -106,7 +106,7 @@ class MemoryDataset(MapDataset):
         view = self._tensor_view()
         if view is None:
             return super().__getitems__(indices)
-        return TensorBatch(view.gather(normalize_indices(indices, len(self))), view.float_dtypes)
+        return TensorBatch(view.gather(normalize_indices(indices, len(self))))
 
     def _fetch(self, indices: np.ndarray) -> pa.Table:
         return self.table.take(pa.array(indices))
@@ -154,7 +154,6 @@ class _TensorView:
     blocks: tuple[tuple[tuple[str, ...], np.ndarray], ...] = ()
     others: tuple[tuple[str, torch.Tensor], ...] = ()
     xy: tuple[torch.Tensor, torch.Tensor] | None = None
-    float_dtypes: frozenset[torch.dtype] = frozenset()
 
     @classmethod
     def build(cls, ds: MemoryDataset) -> _TensorView | None:
@@ -170,9 +169,8 @@ class _TensorView:
         values = list(out.values()) if isinstance(out, dict) else list(out)
         if not all(isinstance(t, torch.Tensor) for t in values):
             return None  # strings/bytes columns stay lists
-        floats = frozenset(t.dtype for t in values if t.is_floating_point())
         if not isinstance(out, dict):
-            return cls(order=(), xy=(out[0], out[1]), float_dtypes=floats)
+            return cls(order=(), xy=(out[0], out[1]))
         if any(k.endswith(LENGTHS_SUFFIX) for k in out):
             return None  # ragged list columns: padding widths are per batch
         by_dtype: dict[torch.dtype, list[str]] = {}
@@ -186,7 +184,7 @@ class _TensorView:
             (tuple(names), np.ascontiguousarray(torch.stack([out[n] for n in names], 1).numpy()))
             for names in by_dtype.values()
         )
-        return cls(order=tuple(out), blocks=blocks, others=tuple(others), float_dtypes=floats)
+        return cls(order=tuple(out), blocks=blocks, others=tuple(others))
 
     def gather(self, idx: np.ndarray) -> dict[str, torch.Tensor] | tuple[torch.Tensor, ...]:
         if self.xy is not None:

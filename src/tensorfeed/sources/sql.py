@@ -1266,8 +1266,8 @@ class SQLDataset(_SQLCommon, MapDataset):
     def column(self, name: str) -> np.ndarray:
         """One column for every row, in index order (one ordered query)."""
         kept = self.__dict__.get("_mem", {}).get("rows")
-        if kept is not None and name in kept.schema.names:
-            return kept.take(np.arange(len(self))).column(name).to_numpy(zero_copy_only=False)
+        if kept is not None and name in kept.schema.names:  # already in index order
+            return pa.Table.from_batches(kept.batches).column(name).to_numpy(zero_copy_only=False)
         _check_names(self._all_names(), [name], self.describe())
         frm, params = self.src.from_clause()
         qk = f"tfd_src.{self.src.quote(self.key or '')}"
