@@ -411,6 +411,10 @@ def test_big_results_are_not_kept_and_keep_in_memory_is_checked(items, monkeypat
 
     monkeypatch.setattr(sql, "KEEP_IN_MEMORY_AUTO_BYTES", 1000)  # far less than 2,000 rows
     auto = tfd.SQLDataset(db.url, table=table, key="id")
+    loader = tfd.DataLoader(auto, batch_size=500, shuffle=True, num_workers=2)
+    assert sorted(_ids(loader)) == list(range(N_ROWS)) and not auto.in_memory
+    # the parent sampled the size before forking, and closed that connection first
+    assert auto._conn_holder["reader"] is None
     assert auto[5]["id"] == 5 and not auto.in_memory
     forced = tfd.SQLDataset(db.url, table=table, key="id", keep_in_memory=True)
     assert forced[5]["id"] == 5 and forced.in_memory  # True: whatever the size

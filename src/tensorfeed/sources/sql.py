@@ -1196,9 +1196,11 @@ class SQLDataset(_SQLCommon, MapDataset):
 
     def _before_workers(self) -> None:
         """Called by tfd.DataLoader before it forks workers: load kept rows here, once, so the
-        workers share them instead of each querying (or loading) on its own."""
+        workers share them instead of each querying (or loading) on its own. The connection
+        that read them (or the size sample) is closed before the fork: workers open their own."""
         if os.getpid() == self._owner_pid:
             self._kept_rows()
+            _close_reader(self._conn_holder)
 
     @property
     def in_memory(self) -> bool:
