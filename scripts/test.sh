@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Install (torch first, pinned, so pip never resolves a CUDA build) and run the whole test suite.
+# Install what the tests and the benchmark smoke runs import, then run the whole test suite.
+# torch first and pinned (the CPU wheel), so pip never resolves a CUDA build; everything else is
+# pinned by constraints.txt (scripts/lock.sh), so the install does not depend on what PyPI
+# released today nor on what was installed by hand before.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q torch==2.13.0
-python -m pip install -q ".[all,test]"
-python -m pytest -q -p no:cacheprovider "$@"
+python -m pip install -q -c constraints.txt ".[all,test,bench]"
+# -X faulthandler: a crash (SIGSEGV, SIGABRT) prints every thread's Python stack
+python -X faulthandler -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,71 @@
+"""The suite's own promises (see NOTE [ What the suite leaves behind ] in tests/conftest.py):
+processes it starts are found however they were detached, and its PostgreSQL leaves no files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MARKER, running_postgres, started_processes
+
+
+def test_the_session_runs_in_a_temporary_directory_of_its_own():
+    assert os.path.basename(tempfile.gettempdir()).startswith("tfd-suite-")
+    assert os.environ.get(MARKER)
+
+
+def test_a_detached_process_started_by_a_test_is_found_by_pid_and_command_line():
+    marker = os.environ[MARKER]
+    # start_new_session + a short-lived middle process: the survivor is not our child any more
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)  # tfd-survivor-probe"],
+        start_new_session=True,
+    )
+    try:
+        found = dict(started_processes(marker))
+        assert proc.pid in found and "tfd-survivor-probe" in found[proc.pid]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.pid not in dict(started_processes(marker))
+
+
+def test_a_forked_child_is_found_too():
+    pid = os.fork()
+    if pid == 0:  # the child: no exec, so only its parent chain says who started it
+        time.sleep(60)
+        os._exit(0)
+    try:
+        assert pid in dict(started_processes(os.environ[MARKER]))
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+
+
+@pytest.mark.skipif(bool(os.environ.get("TENSORFEED_PG_URL")), reason="an external server")
+def test_postgres_server_is_stopped_and_its_directory_removed():
+    with running_postgres() as url:
+        assert url.startswith("postgresql://")
+        dirs = [p for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith("tfd-pg-")]
+        assert dirs
+        servers = [
+            pid
+            for pid, cmd in started_processes(os.environ[MARKER])
+            if "postgres" in cmd and any(str(d) in cmd for d in dirs)
+        ]
+        assert servers, "the PostgreSQL server should be visible while it runs"
+    for d in dirs:
+        assert not d.exists(), f"{d} was left behind"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        alive = {pid for pid, _ in started_processes(os.environ[MARKER])}
+        if not alive & set(servers):
+            break
+        time.sleep(0.2)
+    assert not alive & set(servers), "the PostgreSQL server outlived its fixture"
