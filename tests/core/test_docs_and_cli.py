@@ -1,4 +1,5 @@
-"""The README's code runs, and the command line behaves (errors as one line, no passwords)."""
+"""The README and the non-excerpt docs pages run, and the command line behaves (errors as one line,
+no passwords)."""
 
 from __future__ import annotations
 
@@ -17,44 +18,81 @@ ROOT = Path(__file__).resolve().parents[2]
 
 BLOCK = re.compile(r"```python\n(?P<code>.*?)```", re.S)
 
-
-INCLUDED = re.compile(r"<!-- include: (\S+) -->\n.*?<!-- end: \1 -->", re.S)
-
-
-def readme_blocks() -> list[str]:
-    """Python blocks of the README that run here. Blocks inside an included docs/<area>.md are
-    excerpts of examples/ that the area's tests run and check."""
-    text = INCLUDED.sub("", (ROOT / "README.md").read_text())
-    return [m["code"] for m in BLOCK.finditer(text)]
+# docs pages whose python blocks are excerpts of examples/ (tests/docs_excerpts.py): the area's
+# own tests run those examples. The blocks of every other page, and of the README, run here.
+EXCERPT_PAGES = {"essentials.md", "files.md", "kafka.md", "lake.md", "sql.md"}
 
 
-def test_readme_includes_every_docs_section_verbatim():
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "sync_readme.py"), "--check"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout
-    text = (ROOT / "README.md").read_text()
-    for doc in sorted((ROOT / "docs").glob("*.md")):
-        assert f"<!-- include: docs/{doc.name} -->" in text, f"README does not include {doc.name}"
+def runnable_blocks() -> list[tuple[str, str]]:
+    """``(page, code)`` of every python block of the README and of the docs pages that are not
+    excerpt pages, in order."""
+    pages = [ROOT / "README.md"] + [
+        p for p in sorted((ROOT / "docs").glob("*.md")) if p.name not in EXCERPT_PAGES
+    ]
+    return [
+        (str(page.relative_to(ROOT)), m["code"])
+        for page in pages
+        for m in BLOCK.finditer(page.read_text())
+    ]
+
+
+BLOCKS = runnable_blocks()
 
 
 def test_readme_has_the_two_setup_commands_first():
     text = (ROOT / "README.md").read_text()
-    first = re.search(r"```bash\n(.*?)```", text, flags=re.S).group(1).strip().splitlines()
+    first_block = re.search(r"```(\w*)\n(.*?)```", text, flags=re.S)
+    assert first_block.group(1) == "bash", "the README's first code block is the set-up commands"
+    first = first_block.group(2).strip().splitlines()
     assert len(first) == 2
-    assert "torch==2.13.0" in first[0] and "tensorfeed demo" in first[0]
+    for part in ("torch==2.13.0", "constraints.txt", "tensorfeed demo"):
+        assert part in first[0], f"the first set-up command lacks {part!r}"
+    assert first[0].index("torch==2.13.0") < first[0].index("constraints.txt")
     assert first[1] == "bash scripts/test.sh"
     assert "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("index", range(len(readme_blocks())))
-def test_readme_python_blocks_run(index, tmp_path, monkeypatch):
+def test_readme_is_a_front_page():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 300, "README.md is the front page: move detail to docs/"
+    assert "<!-- include:" not in text
+    for kind in ("SQLDataset", "LakeDataset", "KafkaStream", "ImageFolder", "MemoryDataset"):
+        assert any(kind in code for page, code in BLOCKS if page == "README.md"), kind
+
+
+def test_every_error_class_is_documented_with_its_builtin():
+    import tensorfeed.errors as errors
+
+    readme = (ROOT / "README.md").read_text()
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in (ROOT / "docs" / "errors.md").read_text().splitlines()
+        if line.startswith("| `tfd.")
+    }
+    for name, cls in vars(errors).items():
+        if not (isinstance(cls, type) and issubclass(cls, errors.TensorfeedError)):
+            continue
+        assert name in readme, f"README.md's error tree lacks {name}"
+        row = rows.get(f"`tfd.{name}`")
+        assert row is not None, f"docs/errors.md has no row for tfd.{name}"
+        builtins = [
+            b
+            for b in cls.__mro__[1:]
+            if b.__module__ == "builtins" and b not in (Exception, BaseException, object)
+        ]
+        if builtins:  # TensorfeedError and TransientError are plain Exceptions
+            assert f"`{builtins[0].__name__}`" in row, f"docs/errors.md: {name} is a {builtins[0]}"
+        for base in cls.__bases__:
+            if base.__module__ != "builtins":
+                assert f"`{base.__name__}`" in row, f"docs/errors.md: {name} derives from {base}"
+
+
+@pytest.mark.parametrize(
+    ("page", "code"), BLOCKS, ids=[f"{page}-{i}" for i, (page, _) in enumerate(BLOCKS)]
+)
+def test_readme_python_blocks_run(page, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code = readme_blocks()[index]
-    exec(compile(code, f"README.md block {index}", "exec"), {"__name__": "__readme__"})
+    exec(compile(code, f"{page} block", "exec"), {"__name__": "__readme__"})
 
 
 def test_redact_hides_passwords():
