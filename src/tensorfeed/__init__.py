@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "Collate": "columns",
     "ConfigError": "errors",
     "ConnectionFailedError": "errors",
+    "ConnectionLostError": "errors",
     "DataError": "errors",
     "DataLoader": "loader",
     "DatasetFolder": "sources.files",
@@ -39,9 +40,11 @@ _EXPORTS: dict[str, str] = {
     "SQLStream": "sources.sql",
     "SourceChangedError": "errors",
     "StateError": "errors",
+    "StatementTimeoutError": "errors",
     "StreamDataset": "dataset",
     "Subset": "splitting",
     "TensorfeedError": "errors",
+    "TransientError": "errors",
     "WeightedSampler": "sampling",
     "World": "sampling",
     "balance_stream": "splitting",
@@ -77,13 +80,16 @@ if TYPE_CHECKING:  # pragma: no cover - static view of the lazy names
     from .errors import (
         ConfigError,
         ConnectionFailedError,
+        ConnectionLostError,
         DataError,
         MissingDependencyError,
         NoDeviceError,
         NotFoundError,
         SourceChangedError,
         StateError,
+        StatementTimeoutError,
         TensorfeedError,
+        TransientError,
     )
     from .loader import DataLoader, LoaderStats, loaders
     from .registry import open

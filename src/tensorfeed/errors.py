@@ -43,3 +43,21 @@ class MissingDependencyError(TensorfeedError, ImportError):
 
 class NoDeviceError(TensorfeedError, RuntimeError):
     """An accelerator was asked for and none is available."""
+
+
+class TransientError(TensorfeedError):
+    """A failure that may go away when the same read is tried again: the connection was lost
+    mid-read (:class:`ConnectionLostError`) or the server cancelled a statement
+    (:class:`StatementTimeoutError`). Retry these; the other errors need a change of input."""
+
+
+class ConnectionLostError(ConnectionFailedError, TransientError):
+    """An established connection ended mid-read: the server restarted or closed it, or an
+    administrator ended the session (``pg_terminate_backend``, SQLSTATE 57P01)."""
+
+
+class StatementTimeoutError(TransientError, TimeoutError):
+    """The server cancelled a statement that ran past its ``statement_timeout`` (SQLSTATE 57014)
+    or ``lock_timeout``; the message names the limit (``statement_timeout=200ms``) when known.
+    Retrying may succeed on a less busy server; a statement that is slow by itself needs a
+    longer timeout (``?options=-c%20statement_timeout%3D...`` in the URL) or a cheaper query."""

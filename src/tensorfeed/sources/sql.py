@@ -36,16 +36,23 @@ Streams read each shard with ONE statement (PostgreSQL: one ``COPY``; with ``par
 chunks), so a shard is one consistent snapshot. Shards are ``key mod n`` for integer keys and a
 stable hash of the key otherwise, pushed into the WHERE clause; order within a shard is
 ``ORDER BY key``, and a resumed shard skips with ``OFFSET``.
+
+Failures keep their kind: a session the server ended mid-read (a restart, ``pg_terminate_backend``)
+is a :class:`ConnectionLostError` and a statement cancelled by ``statement_timeout`` a
+:class:`StatementTimeoutError`, both :class:`TransientError`. The connection that saw a loss is
+dropped, so the same call tried again reconnects (into the same snapshot while its pin lives).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import queue
 import re
 import threading
+import time
 import uuid
 import weakref
 import zlib
@@ -53,6 +60,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote as _urlquote
+from urllib.parse import unquote as _urlunquote
 
 import numpy as np
 import pyarrow as pa
@@ -65,10 +73,13 @@ from ..dataset import MapDataset, StreamDataset, _digest
 from ..errors import (
     ConfigError,
     ConnectionFailedError,
+    ConnectionLostError,
     DataError,
     NotFoundError,
     SourceChangedError,
+    StatementTimeoutError,
     TensorfeedError,
+    TransientError,
 )
 from ..sampling import World
 
@@ -83,6 +94,9 @@ _PG_BATCH_BYTES = str(8 << 20)  # COPY record batches of ~8 MiB: a stream's memo
 # this much (see NOTE [ Rows kept in memory ]).
 KEEP_IN_MEMORY_AUTO_BYTES = 1 << 30
 _SIZE_SAMPLE_ROWS = 1000
+# Library logging: silent unless the application configures the ``tensorfeed`` loggers.
+log = logging.getLogger("tensorfeed.sql")
+log.addHandler(logging.NullHandler())
 
 
 def _auto_keep_budget() -> int:
@@ -106,26 +120,138 @@ class Database:
     safe: str
     password: str = field(default="", repr=False)
     path: str | None = None
+    settings: tuple[tuple[str, str], ...] = ()  # server settings the URL's options= sets
 
     def scrub(self, text: str) -> str:
         """``text`` with the password (plain or URL-quoted) replaced by ``***``."""
         if self.password:
-            text = text.replace(self.password, "***").replace(_urlquote(self.password), "***")
+            for form in {self.password, _urlquote(self.password), _urlquote(self.password, "")}:
+                text = text.replace(form, "***")
         return text
 
 
-def parse_url(url: Any) -> tuple[Database, dict[str, str]]:
-    """A SQLAlchemy-style URL -> (Database, options from its query string such as ``table``)."""
+_SECRET_OPTIONS = ("password", "sslpassword")
+_ENCODE_HINT = (
+    "percent-encode these characters in the user name and password: '@' as %40, ':' as %3A, "
+    "'/' as %2F (urllib.parse.quote(password, safe=''))"
+)
+
+
+def _make_url(url: Any) -> Any:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        u = make_url(url)
+        return make_url(url)
     except (ArgumentError, ValueError, TypeError):
         raise ConfigError(
             "cannot parse the database URL; expected e.g. postgresql://user@host/db or "
             "sqlite:///path.db"
         ) from None
+
+
+def _query_pairs(u: Any) -> list[tuple[str, str]]:
+    """The URL's query options in order; a repeated option (``host=a&host=b``) once, joined by
+    commas as libpq spells a list."""
+    return [(k, ",".join(v) if isinstance(v, tuple) else str(v)) for k, v in u.query.items()]
+
+
+def _socket_dir(u: Any) -> str | None:
+    host = _urlunquote(u.host or "")
+    return host if host.startswith("/") else None
+
+
+def _render(u: Any, *, secret: bool, drivername: str | None = None) -> str:
+    """``u`` as a URL that SQLAlchemy and libpq both read back the same: every part
+    percent-encoded (a space as %20, never ``+``). With ``secret=False`` a non-empty password is
+    ``***`` and a socket directory is shown as ``?host=/dir``, however the URL spelled it."""
+    name = drivername or u.drivername
+    if name.startswith("sqlite"):
+        q = "&".join(f"{_urlquote(k, '')}={_urlquote(v, '/:,')}" for k, v in _query_pairs(u))
+        path = (u.database or "").replace("%", "%25").replace("?", "%3F")  # as SQLAlchemy reads
+        return f"{name}:///{path}" + (f"?{q}" if q else "")
+    query = _query_pairs(u)
+    host, hidden = u.host or "", bool(u.password)
+    if "@" in host and not secret:  # part of an unencoded password (parse_url refuses it)
+        host, hidden = host.rpartition("@")[2], True
+    sock = _socket_dir(u)
+    if sock is not None:
+        if secret:
+            host = _urlquote(sock, "")
+        else:
+            host = ""
+            query.insert(0, ("host", sock))
+    elif ":" in host:  # IPv6
+        host = f"[{host}]"
+    netloc = ""
+    if u.username:
+        netloc = _urlquote(u.username, "")
+    if hidden:
+        netloc += ":" + (_urlquote(u.password, "") if secret else "***")
+    if netloc:
+        netloc += "@"
+    netloc += host + (f":{u.port}" if u.port is not None else "")
+    safe = "" if secret else "/:,*"
+    if not secret:
+        query = [(k, "***" if k in _SECRET_OPTIONS and v else v) for k, v in query]
+    q = "&".join(f"{_urlquote(k, '')}={_urlquote(v, safe)}" for k, v in query)
+    db = _urlquote(u.database, "") if u.database else ""
+    return f"{name}://{netloc}/{db}" + (f"?{q}" if q else "")
+
+
+def display_url(url: str) -> str:
+    """The form of a SQL URL that is safe to show: a non-empty password (before the host or as
+    ``password=``) reads ``***``, an empty one nothing; a socket directory reads ``?host=/dir``
+    whether it was given that way or as ``%2Fdir`` in the host part. Never raises: text that
+    cannot be parsed is shown with everything between ``://`` and its last ``@`` hidden."""
+    try:
+        u = _make_url(url)
+    except ConfigError:
+        text = str(url)
+        scheme, sep, rest = text.partition("://")
+        if sep and "@" in rest:
+            return f"{scheme}://***@{rest.rpartition('@')[2]}"
+        return text
+    return _render(u, secret=False)
+
+
+def _check_userinfo(text: str, u: Any) -> None:
+    """Refuse a user name or password whose ``@`` or ``/`` is not percent-encoded: SQLAlchemy
+    and libpq split such a URL in different places (libpq ends the user part at the first ``@``
+    or ``/``), so it has no single meaning. The password is never echoed."""
+    rest = text.partition("://")[2]
+    user, pw = u.username or "", u.password or ""
+    if "@" in (u.host or "") or ("@" in user and rest.startswith(user)):
+        raise ConfigError(f"the database URL has an unencoded '@' before the host; {_ENCODE_HINT}")
+    if "/" in pw and f":{pw}@" in rest:
+        raise ConfigError(f"the database URL has an unencoded '/' in its password; {_ENCODE_HINT}")
+
+
+def _check_sqlite(u: Any) -> str:
+    if u.host or u.port or u.username or u.password:
+        raise ConfigError(
+            f"a SQLite URL has no host: {u.drivername}://{_urlquote(u.host or '')}/... reads "
+            f"{u.host!r} as a host name; write sqlite:///relative/x.db (three slashes) or "
+            "sqlite:////abs/path/x.db (four)"
+        )
+    path = u.database
+    if not path or path == ":memory:" or path.startswith("file::memory:"):
+        raise ConfigError(
+            "an in-memory SQLite database cannot be shared with DataLoader workers; "
+            "write it to a file and use sqlite:///path/to/file.db"
+        )
+    return os.path.abspath(path)
+
+
+def _pg_settings(options: str) -> tuple[tuple[str, str], ...]:
+    """``-c name=value`` / ``--name=value`` pairs of a libpq ``options`` string."""
+    found = re.findall(r"(?:-c\s*|--)([A-Za-z_.]+)=(\S+)", options)
+    return tuple((k.replace("-", "_").lower(), v) for k, v in found)
+
+
+def parse_url(url: Any) -> tuple[Database, dict[str, str]]:
+    """A SQLAlchemy-style URL -> (Database, options from its query string such as ``table``)."""
+    u = _make_url(url)
     backend = u.get_backend_name()
     if backend == "postgres":
         backend = "postgresql"
@@ -134,22 +260,20 @@ def parse_url(url: Any) -> tuple[Database, dict[str, str]]:
             f"unsupported database URL scheme {u.drivername!r}: tensorfeed's SQL sources read "
             "postgresql:// (and postgresql+<driver>://) and sqlite:/// URLs"
         )
+    _check_userinfo(str(url), u)
     names = (*_OPTIONS, *_STREAM_INT_OPTIONS)
     options = {k: str(v) for k, v in u.query.items() if k in names}
     u = u.difference_update_query(list(options))
-    password = u.password or ""
-    safe = u.render_as_string(hide_password=True)
     if backend == "sqlite":
-        path = u.database
-        if not path or path == ":memory:" or path.startswith("file::memory:"):
-            raise ConfigError(
-                "an in-memory SQLite database cannot be shared with DataLoader workers; "
-                "write it to a file and use sqlite:///path/to/file.db"
-            )
-        path = os.path.abspath(path)
-        return Database("sqlite", f"sqlite:///{path}", f"sqlite:///{path}", "", path), options
-    conn = u.set(drivername="postgresql").render_as_string(hide_password=False)
-    return Database("postgresql", conn, safe, str(password)), options
+        path = _check_sqlite(u)
+        safe = _render(u.set(database=path), secret=False)
+        return Database("sqlite", f"sqlite:///{path}", safe, "", path), options
+    query = dict(_query_pairs(u))
+    password = u.password or query.get("password", "")
+    conn = _render(u, secret=True, drivername="postgresql")
+    settings = _pg_settings(query.get("options", ""))
+    safe = _render(u, secret=False)
+    return Database("postgresql", conn, safe, password, None, settings), options
 
 
 def _url_options(options: Mapping[str, str], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -253,33 +377,125 @@ class SqlSource:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc)
-    m = re.search(r"ERROR:\s+(.*)", text)
+    m = re.search(r"(?:ERROR|FATAL|PANIC):\s+(.*)", text)
     if m:
         text = m.group(1)
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
-def _translate(exc: BaseException, db: Database, src: SqlSource | None) -> TensorfeedError:
-    """A driver error -> the tensorfeed error naming the culprit, with no password in it."""
+# SQLSTATEs of a session the server ended: admin shutdown (pg_terminate_backend, a fast
+# restart), crash shutdown, database dropped, idle-session and idle-in-transaction timeouts.
+_LOST_STATES = ("57P01", "57P02", "57P04", "57P05", "25P03")
+# ... and what libpq, ADBC and Arrow say when the socket went away (often with no SQLSTATE).
+_LOST_TEXTS = (
+    "server closed the connection unexpectedly",
+    "terminating connection",
+    "pqgetcopydata() failed",
+    "connection to server was lost",
+    "no connection to the server",
+    "could not receive data from server",
+    "could not send data to server",
+    "lost synchronization with server",
+    "connection is closed",
+    "connection already closed",
+    "server conn crashed",
+    "ssl syscall error",
+    "eof detected",
+)
+# settings whose limit cancels a statement: SQLSTATE -> (words in the message, setting)
+_TIMEOUTS = {
+    "57014": ("statement timeout", "statement_timeout"),
+    "55P03": ("lock timeout", "lock_timeout"),
+}
+
+
+# what a cancelled statement says when the error carries no SQLSTATE (Arrow's error from an ADBC
+# COPY stream): message -> SQLSTATE
+_CANCEL_TEXTS = {
+    "canceling statement due to statement timeout": "57014",
+    "canceling statement due to lock timeout": "55P03",
+    "canceling statement due to user request": "57014",
+}
+
+
+def _sqlstate(exc: BaseException) -> str:
+    """The error's SQLSTATE: an attribute (ADBC, psycopg), the ``SQLSTATE: xxxxx`` ADBC appends to
+    its message, or inferred from the words of a cancelled statement."""
+    state = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "diag", None), "sqlstate", None)
+    text = str(exc)
+    if not state:
+        m = re.search(r"SQLSTATE[:=\s]+([0-9A-Z]{5})", text)
+        state = m.group(1) if m else ""
+    if not state:
+        low = text.lower()
+        state = next((s for t, s in _CANCEL_TEXTS.items() if t in low), "")
+    return str(state)
+
+
+def _is_lost(exc: BaseException, state: str, low: str) -> bool:
+    if state in _LOST_STATES or state in ("08000", "08003", "08006"):
+        return True
+    if any(t in low for t in _LOST_TEXTS):
+        return True
+    status = getattr(getattr(exc, "status_code", None), "name", "")
+    return status == "IO" and not state and "error:" not in low  # ADBC: I/O, no server error
+
+
+def _translate(
+    exc: BaseException,
+    db: Database,
+    src: SqlSource | None,
+    setting: Callable[[str], str | None] | None = None,
+) -> TensorfeedError:
+    """A driver error -> the tensorfeed error naming the culprit, with no password in it.
+    ``setting(name)`` reads a server setting (a statement timeout's value) when one is asked."""
     if isinstance(exc, TensorfeedError):
         return exc
     msg = db.scrub(_first_line(exc))
-    state = getattr(exc, "sqlstate", None) or ""
+    state = _sqlstate(exc)
     where = f"{src.describe()} of {db.safe}" if src else db.safe
-    low = msg.lower()
+    low = db.scrub(str(exc).split("Query was:")[0]).lower()  # the words, not the SQL they quote
     if state == "42P01" or "no such table" in low:
         if src is not None and src.table is not None:
             return NotFoundError(f"table {src.table!r} does not exist in {db.safe}")
         return NotFoundError(f"{where}: {msg}")
     if state == "42703" or "no such column" in low:
         return NotFoundError(f"{where}: {msg}")
-    if state.startswith("08") or state == "28P01" or state == "3D000":
+    if _is_lost(exc, state, low):
+        return ConnectionLostError(
+            f"lost the connection to {db.safe} while reading "
+            f"{src.describe() if src else 'from it'} (the server restarted or ended the "
+            f"session); a retry opens a new connection: {msg}"
+        )
+    if state.startswith("08") or state in ("28000", "28P01", "3D000", "57P03"):
         return ConnectionFailedError(f"cannot connect to {db.safe}: {msg}")
+    if state in _TIMEOUTS and _TIMEOUTS[state][0] in low:
+        name = _TIMEOUTS[state][1]
+        value = dict(db.settings).get(name) or (setting(name) if setting else None)
+        limit = f"{name}={value}{'ms' if value and value.isdigit() else ''}" if value else name
+        return StatementTimeoutError(
+            f"{where}: the server cancelled the query when it ran past {limit}: {msg}"
+        )
+    if state == "57014":  # pg_cancel_backend, or a cancel request from the client
+        return TransientError(f"{where}: the server cancelled the query: {msg}")
     if state == "22023" and "snapshot" in low:
         return SourceChangedError(_SNAPSHOT_GONE.format(where=where))
     if state.startswith("42") or "syntax error" in low:  # the SQL itself (or a permission)
         return ConfigError(f"{where}: the database refused the query: {msg}")
     return DataError(f"{where}: the database refused the query: {msg}")
+
+
+def _show_setting(be: _Backend, conn: Any, name: str) -> str | None:
+    """Setting ``name`` read on ``conn`` after a failed statement (its transaction rolled back
+    first; ADBC sends a query through COPY, which cannot run SHOW), or None if that fails too."""
+    if not isinstance(be, _Postgres) or not re.fullmatch(r"[a-z_]+", name):
+        return None
+    with contextlib.suppress(Exception):
+        be.execute(conn, "ROLLBACK")
+    try:
+        return str(be.scalar(conn, f"SELECT current_setting('{name}')"))
+    except Exception:
+        return None
 
 
 _SNAPSHOT_GONE = (
@@ -317,6 +533,15 @@ class _Backend:
 
     def schema(self, conn: Any, sql: str, params: list[Any]) -> list[str]:
         raise NotImplementedError
+
+    def read_all(
+        self, conn: Any, sql: str, params: list[Any], typing: _Typing, on_rows: Callable[[int], Any]
+    ) -> pa.Table:
+        """Like ``table`` (one statement), reporting the rows received to ``on_rows`` as they
+        arrive: a long read into memory can show progress."""
+        t = self.table(conn, sql, params, typing)
+        on_rows(t.num_rows)
+        return t
 
     def stream(
         self, conn: Any, sql: str, params: list[Any], chunk_rows: int, typing: _Typing
@@ -388,6 +613,24 @@ class _Postgres(_Backend):
 
     def schema(self, conn: Any, sql: str, params: list[Any]) -> list[str]:
         return self.table(conn, sql, params).column_names
+
+    def read_all(
+        self, conn: Any, sql: str, params: list[Any], typing: _Typing, on_rows: Callable[[int], Any]
+    ) -> pa.Table:
+        cur = conn.cursor()
+        try:
+            cur.adbc_statement.set_options(
+                **{"adbc.postgresql.batch_size_hint_bytes": _PG_BATCH_BYTES}
+            )
+            cur.execute(sql, _pg_params(params) if params else None)
+            reader = cur.fetch_record_batch()
+            batches = []
+            for batch in reader:  # the same COPY as fetch_arrow_table, counted as it arrives
+                batches.append(batch)
+                on_rows(batch.num_rows)
+            return _pg_normalise(pa.Table.from_batches(batches, reader.schema))
+        finally:
+            cur.close()
 
     def stream(
         self, conn: Any, sql: str, params: list[Any], chunk_rows: int, typing: _Typing
@@ -558,6 +801,19 @@ class _SQLite(_Backend):
         cur.close()
         return names
 
+    def read_all(
+        self, conn: Any, sql: str, params: list[Any], typing: _Typing, on_rows: Callable[[int], Any]
+    ) -> pa.Table:
+        names, cur = self._rows(conn, sql, params)
+        rows: list[tuple[Any, ...]] = []
+        try:
+            while chunk := cur.fetchmany(65536):
+                rows.extend(chunk)
+                on_rows(len(chunk))
+        finally:
+            cur.close()
+        return _rows_to_arrow(names, rows, typing)
+
     def stream(
         self, conn: Any, sql: str, params: list[Any], chunk_rows: int, typing: _Typing
     ) -> Iterator[pa.Table]:
@@ -692,8 +948,16 @@ class _Reader:
         self.queries = 0  # statements run for batches: tests check one per batch
         self.cursors: dict[Any, Any] = {}
 
-    def table(self, sql: str, params: list[Any], typing: _Typing) -> pa.Table:
+    def table(
+        self,
+        sql: str,
+        params: list[Any],
+        typing: _Typing,
+        on_rows: Callable[[int], Any] | None = None,
+    ) -> pa.Table:
         self.queries += 1
+        if on_rows is not None:
+            return self.backend.read_all(self.conn, sql, params, typing, on_rows)
         return self.backend.table(self.conn, sql, params, typing, self.cursors)
 
     def _close_cursors(self) -> None:
@@ -732,6 +996,10 @@ class _Reader:
             with contextlib.suppress(Exception):
                 self.backend.execute(self.conn, "ROLLBACK")
         self.snapshot = None
+
+    def setting(self, name: str) -> str | None:
+        """A server setting read on this connection after a failed statement (see reset)."""
+        return _show_setting(self.backend, self.conn, name)
 
     def close(self) -> None:
         if self.pid != os.getpid():
@@ -888,6 +1156,49 @@ def _mixed(exc: _MixedTypes, where: str) -> DataError:
     return DataError(f"{exc} of {where}")
 
 
+class _MemoryReadProgress:
+    """Progress of reading a whole result into memory: an INFO line on the ``tensorfeed.sql``
+    logger at the start and the end (rows, seconds, rows/s), and a tqdm bar on stderr when the
+    read has taken a couple of seconds and stderr is a terminal."""
+
+    def __init__(self, total: int, what: str) -> None:
+        self.total, self.what, self.rows, self.bar = total, what, 0, None
+
+    def __enter__(self) -> _MemoryReadProgress:
+        from tqdm import tqdm
+
+        log.info("reading %s rows of %s into memory", f"{self.total:,}", self.what)
+        self.start = time.perf_counter()
+        self.bar = tqdm(
+            total=self.total,
+            desc="reading into memory",
+            unit="rows",
+            unit_scale=True,
+            disable=None,  # only on a terminal
+            delay=2.0,
+            leave=False,
+        )
+        return self
+
+    def update(self, rows: int) -> None:
+        self.rows += rows
+        if self.bar is not None:
+            self.bar.update(rows)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if exc[0] is None:
+            dt = time.perf_counter() - self.start
+            log.info(
+                "read %s rows of %s into memory in %.1f s (%s rows/s)",
+                f"{self.rows:,}",
+                self.what,
+                dt,
+                f"{self.rows / max(dt, 1e-9):,.0f}",
+            )
+
+
 # --------------------------------------------------------------------------- map-style
 
 
@@ -974,7 +1285,7 @@ class SQLDataset(_SQLCommon, MapDataset):
                 if old is not None:
                     old.release()
         except Exception as exc:
-            raise _translate(exc, self.db, self.src) from None
+            raise _translate(exc, self.db, self.src, lambda n: _show_setting(be, conn, n)) from None
         finally:
             if not keep:
                 be.close(conn)
@@ -1221,7 +1532,9 @@ class SQLDataset(_SQLCommon, MapDataset):
 
     def _read_all_rows(self) -> pa.Table:
         frm, params = self.src.from_clause()
-        table = self._run_locked(f"SELECT {self._select_list()} FROM {frm}", params, self._typing())
+        sql = f"SELECT {self._select_list()} FROM {frm}"
+        with _MemoryReadProgress(len(self), self.describe()) as progress:
+            table = self._run_locked(sql, params, self._typing(), progress.update)
         return _without_owned(self._reorder(table, self._keys).combine_chunks())
 
     def _range_sql(self) -> tuple[str, list[Any]]:
@@ -1281,19 +1594,30 @@ class SQLDataset(_SQLCommon, MapDataset):
             .to_numpy(zero_copy_only=False)
         )
 
-    def _run_locked(self, sql: str, params: list[Any], typing: _Typing) -> pa.Table:
+    def _run_locked(
+        self,
+        sql: str,
+        params: list[Any],
+        typing: _Typing,
+        on_rows: Callable[[int], Any] | None = None,
+    ) -> pa.Table:
         r = self._reader()
         with r.lock:
             try:
                 r.enter(self._snapshot, self.describe())
-                return r.table(sql, params, typing)
+                return r.table(sql, params, typing, on_rows)
             except _MixedTypes as exc:
                 raise _mixed(exc, self.describe()) from None
-            except TensorfeedError:
+            except TensorfeedError as exc:
+                if isinstance(exc, ConnectionLostError):  # from enter(): a retry reconnects
+                    _close_reader(self._conn_holder)
                 raise
             except Exception as exc:
                 r.reset()
-                raise _translate(exc, self.db, self.src) from None
+                err = _translate(exc, self.db, self.src, lambda n: r.setting(n))
+                if isinstance(err, ConnectionLostError):  # a retry reconnects
+                    _close_reader(self._conn_holder)
+                raise err from None
 
     def _all_names(self) -> list[str]:
         return self._run_locked(*self._probe_sql(), None).column_names
@@ -1336,10 +1660,7 @@ def _is_run(indices: np.ndarray) -> bool:
 
 
 def _strip_options(url: Any, options: Mapping[str, str]) -> str:
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url)
-    return str(u.difference_update_query(list(options)).render_as_string(hide_password=False))
+    return _render(_make_url(url).difference_update_query(list(options)), secret=True)
 
 
 # --------------------------------------------------------------------------- stream
@@ -1467,7 +1788,7 @@ class SQLStream(_SQLCommon, StreamDataset):
         except (TensorfeedError, GeneratorExit):
             raise
         except Exception as exc:
-            raise _translate(exc, self.db, self.src) from None
+            raise _translate(exc, self.db, self.src, lambda n: _show_setting(be, conn, n)) from None
 
     def __repr__(self) -> str:
         return f"SQLStream({self.describe()})"
