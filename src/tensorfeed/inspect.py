@@ -41,7 +41,10 @@ def _inspect_sql(url: str, table: str | None, query: str | None, rows: int) -> s
         raise _translate(exc, db, None) from None
     try:
         if table is None and query is None:
-            return _list_tables(db, be, conn)
+            try:
+                return _list_tables(db, be, conn)
+            except Exception as exc:  # not a database file, no permission ...
+                raise _translate(exc, db, None) from None
         src = SqlSource.make(db.backend, table, query, None)
         frm, params = src.from_clause()
         try:

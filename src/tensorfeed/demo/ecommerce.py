@@ -1,8 +1,9 @@
 """Train a gift-order classifier straight from an e-commerce database (a three-way SQL join).
 
 On first run this builds a seeded SQLite database (users with a home address, addresses, orders
-with a shipping address; 1,000,000 orders by default) and caches it under ``$TENSORFEED_CACHE``
-(default ``~/.cache/tensorfeed``). ``--url postgresql://...`` builds the same tables in PostgreSQL
+with a shipping address; 1,000,000 orders by default) and caches it in ``--cache-dir`` (default
+``$TENSORFEED_CACHE``, else ``~/.cache/tensorfeed``). ``--url postgresql://...`` builds the same
+tables in PostgreSQL
 (named ``tfd_demo_*``) instead. A small PyTorch model then learns whether an order was sent as a
 gift (its shipping address is not the buyer's home address) from ``tfd.SQLDataset`` over a join of
 orders, users and the buyer's home address, through ``tfd.DataLoader``.
@@ -22,7 +23,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import cache_dir
+from ..errors import ConfigError
+from . import ClockedBar, cache_dir
 
 VERSION = 1
 FEATURES = [
@@ -48,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the model")
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where the SQLite database is cached "
+        "(default: $TENSORFEED_CACHE, else ~/.cache/tensorfeed)",
+    )
 
 
 # --------------------------------------------------------------------------- the data
@@ -58,7 +66,7 @@ def generate(rows: int, seed: int) -> dict[str, pa.Table]:
     amount, size, season, gift wrap, the buyer and their household; a gift ships to another
     address. No feature is the label: the model has to learn the tendencies."""
     if rows < 100:
-        raise ValueError("--rows must be at least 100")
+        raise ConfigError(f"rows must be at least 100, got {rows}")
     rng = np.random.default_rng(seed)
     n_users = max(50, rows // 10)
     n_recipients = max(50, n_users // 2)
@@ -136,18 +144,30 @@ def join_query(prefix: str, split: str) -> str:
     """
 
 
-def sqlite_path(rows: int, seed: int) -> Path:
-    return cache_dir() / f"demo-ecommerce-{rows}-seed{seed}-v{VERSION}.db"
+def sqlite_path(rows: int, seed: int, cache: str | None = None) -> Path:
+    return cache_dir(cache) / f"demo-ecommerce-{rows}-seed{seed}-v{VERSION}.db"
 
 
-def build_sqlite(rows: int, seed: int) -> tuple[Path, bool]:
-    """The cached SQLite file for (rows, seed), built on first use. Returns (path, built_now)."""
-    path = sqlite_path(rows, seed)
+_CHUNK = 50_000  # rows per INSERT batch: the progress bar moves, memory stays flat
+
+
+def _build_bar(tables: dict[str, pa.Table], where: str) -> ClockedBar:
+    total = sum(t.num_rows for t in tables.values())
+    return ClockedBar(
+        total, desc=f"building {where}", unit="row", unit_scale=True, leave=False, smoothing=0.1
+    )
+
+
+def build_sqlite(rows: int, seed: int, cache: str | None = None) -> tuple[Path, bool]:
+    """The cached SQLite file for (rows, seed), built on first use (in ``cache``, default
+    :func:`cache_dir`). Returns (path, built_now)."""
+    path = sqlite_path(rows, seed, cache)
     if path.exists():
         return path, False
     tables = generate(rows, seed)
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(fd)
+    bar = _build_bar(tables, "the SQLite database")
     try:
         conn = sqlite3.connect(tmp, isolation_level=None)
         conn.execute("PRAGMA journal_mode=OFF")
@@ -160,13 +180,16 @@ def build_sqlite(rows: int, seed: int) -> tuple[Path, bool]:
             )
             conn.execute(f"CREATE TABLE {name} ({cols})")
             marks = ", ".join("?" * table.num_columns)
-            columns = [table.column(c).to_pylist() for c in table.column_names]
-            conn.executemany(f"INSERT INTO {name} VALUES ({marks})", zip(*columns))
+            for chunk in table.to_batches(_CHUNK):
+                columns = [chunk.column(c).to_pylist() for c in table.column_names]
+                conn.executemany(f"INSERT INTO {name} VALUES ({marks})", zip(*columns))
+                bar.update(chunk.num_rows)
         conn.execute("COMMIT")
         conn.execute("PRAGMA journal_mode=WAL")  # readers never block a writer, nor it them
         conn.close()
         os.replace(tmp, path)
     finally:
+        bar.close()
         if os.path.exists(tmp):
             os.remove(tmp)
     return path, True
@@ -179,31 +202,47 @@ def _sqlite_type(table: pa.Table, column: str) -> str:
 def build_postgres(url: str, rows: int, seed: int, prefix: str = "tfd_demo_") -> bool:
     """Create ``tfd_demo_*`` tables in PostgreSQL (only those; kept if already built for (rows,
     seed)). Returns whether they were built now."""
-    from .._deps import require
-    from ..sources.sql import parse_url
+    from ..sources.sql import _backend, _translate, parse_url
 
     db, _ = parse_url(url)
-    dbapi = require("adbc_driver_postgresql.dbapi", "postgres", "the PostgreSQL demo")
-    conn = dbapi.connect(db.url, autocommit=True)
+    if db.backend != "postgresql":
+        raise ConfigError(f"url must be a postgresql:// URL, got {db.safe}")
+    be = _backend(db)
+    conn = be.connect()  # a connection error names the server, never the password
     try:
-        cur = conn.cursor()
+        return _fill_postgres(conn, rows, seed, prefix)
+    except Exception as exc:
+        raise _translate(exc, db, None) from None
+    finally:
+        be.close(conn)
+
+
+def _fill_postgres(conn: Any, rows: int, seed: int, prefix: str) -> bool:
+    cur = conn.cursor()
+    try:
         want = f"{rows}:{seed}:{VERSION}"
         cur.execute(f"CREATE TABLE IF NOT EXISTS {prefix}meta (built TEXT)")
         cur.execute(f"SELECT built FROM {prefix}meta")
         if [r[0] for r in cur.fetchall()] == [want]:
-            cur.close()
             return False
-        for name, table in generate(rows, seed).items():
-            cur.execute(f"DROP TABLE IF EXISTS {prefix}{name}")
-            cur.adbc_ingest(f"{prefix}{name}", table, mode="create")
-            cur.execute(f"ALTER TABLE {prefix}{name} ADD PRIMARY KEY ({_KEYS[name]})")
-            cur.execute(f"ANALYZE {prefix}{name}")
+        tables = generate(rows, seed)
+        bar = _build_bar(tables, "the PostgreSQL tables")
+        try:
+            for name, table in tables.items():
+                cur.execute(f"DROP TABLE IF EXISTS {prefix}{name}")
+                for i, chunk in enumerate(table.to_batches(_CHUNK * 4)):
+                    mode = "create" if i == 0 else "append"
+                    cur.adbc_ingest(f"{prefix}{name}", pa.Table.from_batches([chunk]), mode=mode)
+                    bar.update(chunk.num_rows)
+                cur.execute(f"ALTER TABLE {prefix}{name} ADD PRIMARY KEY ({_KEYS[name]})")
+                cur.execute(f"ANALYZE {prefix}{name}")
+        finally:
+            bar.close()
         cur.execute(f"DELETE FROM {prefix}meta")
         cur.execute(f"INSERT INTO {prefix}meta VALUES ('{want}')")
-        cur.close()
         return True
     finally:
-        conn.close()
+        cur.close()
 
 
 # --------------------------------------------------------------------------- training
@@ -225,7 +264,6 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import torch
     from torch import nn
-    from tqdm import tqdm
 
     import tensorfeed as tfd
 
@@ -235,11 +273,12 @@ def _run(args: argparse.Namespace) -> int:
         url, prefix = args.url, "tfd_demo_"
         where = parse_safe(args.url)
     else:
-        path, built = build_sqlite(args.rows, args.seed)
+        path, built = build_sqlite(args.rows, args.seed, args.cache_dir)
         url, prefix, where = f"sqlite:///{path}", "", str(path)
-    state = "built" if built else "cached"
+    dt = time.perf_counter() - t0
+    rate = f", {args.rows / max(dt, 1e-9):,.0f} orders/s" if built else ""
     print(
-        f"{args.rows:,} orders {state} in {where} ({time.perf_counter() - t0:.1f}s)",
+        f"{args.rows:,} orders {'built' if built else 'cached'} in {where} ({dt:.1f}s{rate})",
         file=sys.stderr,
     )
 
@@ -269,8 +308,8 @@ def _run(args: argparse.Namespace) -> int:
     rows = wait = wall = 0.0
     for epoch in range(args.epochs):
         model.train()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", file=sys.stderr)
-        for x, y in bar:
+        bar = ClockedBar(len(loader), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch")
+        for x, y in bar.iterate(loader):
             loss = loss_fn(model(x).squeeze(1), y.float())
             opt.zero_grad()
             loss.backward()
@@ -290,9 +329,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def parse_safe(url: str) -> str:
-    from ..sources.sql import parse_url
+    from ..sources.sql import display_url
 
-    return parse_url(url)[0].safe
+    return display_url(url)
 
 
 def evaluate(model: Any, val: Any, args: argparse.Namespace) -> tuple[float, float]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -23,6 +24,8 @@ import uuid
 from typing import Any
 
 import numpy as np
+
+from ..errors import ConfigError, ConnectionFailedError
 
 FIELDS = ["temperature", "vibration", "pressure", "current", "humidity", "rpm"]
 BASE = np.array([55.0, 1.0, 101.3, 12.0, 40.0, 1500.0])
@@ -52,7 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="produce at most this many messages/s (default: as fast as the broker takes them)",
     )
-    parser.add_argument("--checkpoint", default=None, help="checkpoint file (default: a temp file)")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint file, kept (default: a temporary file, removed at the end)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=3e-3)
 
@@ -207,6 +214,24 @@ class _Broker:
         self.mock = MockCluster(partitions=partitions) if bootstrap is None else None
         self.bootstrap: str = self.mock.bootstrap if self.mock else str(bootstrap)
         self.partitions = partitions
+        if self.mock is None:
+            self.check_reachable()
+
+    def check_reachable(self, timeout: float = 10.0) -> None:
+        """Fail fast, in one line, when --bootstrap names no reachable broker."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        try:
+            admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            err: Any = exc.args[0] if exc.args else exc
+            text = err.str() if hasattr(err, "str") else str(exc)
+            raise ConnectionFailedError(
+                f"cannot reach the Kafka broker at {self.bootstrap} (--bootstrap) within "
+                f"{timeout:.0f}s: {text}"
+            ) from None
 
     def label(self) -> str:
         if self.mock:
@@ -303,16 +328,28 @@ def _evaluate(stream: Any, model: Any, args: argparse.Namespace) -> dict[str, fl
 def run(args: argparse.Namespace) -> int:
     import warnings
 
+    for name in ("messages", "devices", "partitions", "window", "step", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(args, name)}")
+    if args.checkpoint and not os.path.isdir(os.path.dirname(os.path.abspath(args.checkpoint))):
+        raise ConfigError(f"--checkpoint {args.checkpoint!r}: its folder does not exist")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*set_vital.*")  # torchdata's, not ours
-        return _run(args)
+        if args.checkpoint:
+            return _run(args, args.checkpoint)
+        tmp = tempfile.mkdtemp(prefix="tfd-kafka-")
+        try:
+            return _run(args, os.path.join(tmp, "checkpoint.pt"))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, ckpt: str) -> int:
     import torch
-    from tqdm import tqdm
 
     import tensorfeed as tfd
+
+    from . import ClockedBar
 
     torch.manual_seed(args.seed)
     run_id = uuid.uuid4().hex[:8]
@@ -332,6 +369,8 @@ def _run(args: argparse.Namespace) -> int:
         0,
     )
     hold.run()
+    if hold.error is not None:
+        raise hold.error
     live = TelemetryProducer(
         broker.producer(), topic, args.messages, args.devices, args.partitions, args.seed, args.rate
     )
@@ -363,8 +402,7 @@ def _run(args: argparse.Namespace) -> int:
     stop_after = max(1, expected // args.batch_size // 2)
     model = make_model(len(FIELDS))
     optim = torch.optim.Adam(model.parameters(), lr=args.lr)
-    ckpt = args.checkpoint or os.path.join(tempfile.mkdtemp(prefix="tfd-kafka-"), "checkpoint.pt")
-    bar = tqdm(total=expected, unit="win", desc="training", file=sys.stderr, dynamic_ncols=True)
+    bar = ClockedBar(expected, unit="win", desc="training", dynamic_ncols=True)
     t0 = time.perf_counter()
 
     # Phase 1: train until half-way, checkpoint, commit offsets to the group, stop.

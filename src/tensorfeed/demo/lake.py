@@ -1,9 +1,10 @@
 """Train a 30-day readmission-risk model straight from a Hive-partitioned Parquet lake.
 
 On first run this builds (seeded) a lake of synthetic patient records, ``year=YYYY/region=R/``
-partitions of Parquet files (6 years x 4 regions, 300,000 patients by default), under
-``$TENSORFEED_CACHE`` (default ``~/.cache/tensorfeed``), or writes it to ``--uri s3://bucket/prefix``
-(``--storage-option key=value``, repeatable, as in s3fs: key, secret, endpoint_url, region ...).
+partitions of Parquet files (6 years x 4 regions, 300,000 patients by default), in ``--cache-dir``
+(default ``$TENSORFEED_CACHE``, else ``~/.cache/tensorfeed``), or writes it to ``--uri`` (a folder or
+``s3://bucket/prefix``, with ``--storage-option key=value``, repeatable, as in s3fs: key, secret,
+endpoint_url, region, connect_timeout, retries ...).
 A small PyTorch model then learns readmission from ``tfd.LakeDataset`` (years up to 2023, two
 regions by default, a filter pushed down to the partitions) with the locality-aware shuffle, and is
 validated on 2024 through ``tfd.LakeStream``.
@@ -19,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from ..errors import ConfigError
 
 VERSION = 1
 YEARS = tuple(range(2019, 2025))
@@ -43,15 +46,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--uri",
         default=None,
-        help="where the lake lives: a folder or s3://bucket/prefix "
-        "(default: a folder under $TENSORFEED_CACHE)",
+        help="where the lake lives: a folder or s3://bucket/prefix (default: a folder in the "
+        "cache dir)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where the default lake is cached (default: $TENSORFEED_CACHE, else "
+        "~/.cache/tensorfeed)",
     )
     parser.add_argument(
         "--storage-option",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="an S3 storage option (repeatable): key, secret, token, endpoint_url, region ...",
+        help="an S3 storage option (repeatable): key, secret, token, endpoint_url, region, "
+        "connect_timeout, read_timeout, max_attempts, retries, retry_deadline, anon ...",
     )
     parser.add_argument(
         "--regions", default="EU,US", help="regions to train on (a partition filter; default EU,US)"
@@ -124,6 +134,34 @@ def generate(rows: int, seed: int) -> dict[tuple[int, str], pa.Table]:
     return out
 
 
+_INT_OPTIONS = ("max_attempts", "retries")
+_FLOAT_OPTIONS = ("connect_timeout", "read_timeout", "request_timeout", "retry_deadline")
+_BOOL_OPTIONS = ("anon", "anonymous", "use_ssl")
+
+
+def storage_options(pairs: list[str]) -> dict[str, Any]:
+    """``--storage-option KEY=VALUE`` flags as storage options, numbers and booleans typed."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--storage-option takes KEY=VALUE, got {key or pair!r}")
+        try:
+            if key in _INT_OPTIONS:
+                out[key] = int(value)
+            elif key in _FLOAT_OPTIONS:
+                out[key] = float(value)
+            elif key in _BOOL_OPTIONS:
+                out[key] = {"true": True, "1": True, "false": False, "0": False}[value.lower()]
+            else:
+                out[key] = value
+        except (ValueError, KeyError):
+            kind = "an integer" if key in _INT_OPTIONS else "a number"
+            kind = "true or false" if key in _BOOL_OPTIONS else kind
+            raise ConfigError(f"--storage-option {key}= takes {kind}, got {value!r}") from None
+    return out
+
+
 def _marker(uri: str, rows: int, seed: int) -> str:
     return f"{uri.rstrip('/')}/_TENSORFEED_DEMO_v{VERSION}_rows{rows}_seed{seed}"
 
@@ -134,29 +172,58 @@ def ensure_lake(
     """Build the lake at ``uri`` unless it is already there. Returns True if it was built."""
     import pyarrow.parquet as pq
     from pyarrow import fs as pafs
-    from tqdm import tqdm
 
-    from ..sources._lake_fs import filesystem_for, parse_location, parse_storage_options
+    from ..sources._lake_fs import (
+        display_uri,
+        filesystem_for,
+        parse_location,
+        parse_storage_options,
+        retrying,
+    )
+    from . import ClockedBar
 
     loc = parse_location(uri)
     s3 = parse_storage_options(storage_options)
+    s3opt = s3 if loc.scheme == "s3" else None
+    shown = display_uri(uri)
     fs = filesystem_for(loc.scheme, s3, loc.path.split("/", 1)[0])
     marker = parse_location(_marker(uri, rows, seed)).path
-    if not rebuild and fs.get_file_info(marker).type == pafs.FileType.File:
-        return False
+
+    def io(fn: Any, what: str) -> Any:  # S3 errors are retried and translated, local ones kept
+        return retrying(fn, what, s3opt) if s3opt is not None else fn()
+
+    if not rebuild:
+        info = io(lambda: fs.get_file_info(marker), f"looking for the lake at {shown}")
+        if info.type == pafs.FileType.File:
+            return False
     out = _writer(loc.scheme, s3, fs)
     parts = generate(rows, seed)
-    for (y, r), t in tqdm(
-        parts.items(), desc="building the lake", unit="file", file=sys.stderr, leave=False
-    ):
-        d = f"{loc.path}/year={y}/region={r}"
-        if loc.scheme == "file":
-            os.makedirs(d, exist_ok=True)
-        pq.write_table(
-            t, f"{d}/part-0000.parquet", filesystem=out, row_group_size=16_384, compression="snappy"
-        )
-    with out.open_output_stream(marker) as f:
-        f.write(b"built by tensorfeed demo lake\n")
+    bar = ClockedBar(rows, desc="building the lake", unit="row", unit_scale=True, leave=False)
+    try:
+        for (y, r), t in parts.items():
+            d = f"{loc.path}/year={y}/region={r}"
+            if loc.scheme == "file":
+                os.makedirs(d, exist_ok=True)
+
+            def write(t: pa.Table = t, d: str = d) -> None:
+                pq.write_table(
+                    t,
+                    f"{d}/part-0000.parquet",
+                    filesystem=out,
+                    row_group_size=16_384,
+                    compression="snappy",
+                )
+
+            io(write, f"writing {loc.display(d)}/part-0000.parquet")
+            bar.update(t.num_rows)
+    finally:
+        bar.close()
+
+    def finish() -> None:
+        with out.open_output_stream(marker) as f:
+            f.write(b"built by tensorfeed demo lake\n")
+
+    io(finish, f"writing {loc.display(marker)}")
     return True
 
 
@@ -210,14 +277,19 @@ def run(args: argparse.Namespace) -> int:
 
     import tensorfeed as tfd
 
-    from . import cache_dir
+    from ..sources._lake_fs import display_uri
+    from . import ClockedBar, cache_dir
 
-    options = dict(kv.split("=", 1) for kv in args.storage_option)
-    uri = args.uri or str(cache_dir() / f"lake-v{VERSION}-{args.rows}-{args.seed}")
+    options = storage_options(args.storage_option)
+    if args.rows < 1:
+        raise ConfigError(f"rows must be >= 1, got {args.rows}")
+    uri = args.uri or str(cache_dir(args.cache_dir) / f"lake-v{VERSION}-{args.rows}-{args.seed}")
     t0 = time.perf_counter()
     built = ensure_lake(uri, args.rows, args.seed, options, args.rebuild)
+    dt = time.perf_counter() - t0
+    speed = f", {args.rows / max(dt, 1e-9):,.0f} patients/s" if built else ""
     print(
-        f"lake {'built' if built else 'cached'} at {uri} ({time.perf_counter() - t0:.1f}s)",
+        f"lake {'built' if built else 'cached'} at {display_uri(uri)} ({dt:.1f}s{speed})",
         file=sys.stderr,
     )
 
@@ -259,14 +331,10 @@ def run(args: argparse.Namespace) -> int:
     for epoch in range(args.epochs):
         loader.set_epoch(epoch)
         model.train()
-        bar = tqdm(
-            loader,
-            desc=f"epoch {epoch + 1}/{args.epochs}",
-            unit="batch",
-            file=sys.stderr,
-            leave=False,
+        bar = ClockedBar(
+            len(loader), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False
         )
-        for x, y in bar:
+        for x, y in bar.iterate(loader):
             opt.zero_grad()
             loss = loss_fn(model(x).squeeze(1), y.float())
             loss.backward()

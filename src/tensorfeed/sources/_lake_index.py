@@ -30,7 +30,10 @@ type when read.
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,6 +58,7 @@ from ._lake_fs import (
 
 FORMATS = ("parquet", "csv", "json")
 _ROW = "__tensorfeed_row__"
+log = logging.getLogger("tensorfeed.lake")
 
 
 # --------------------------------------------------------------------------- the spec
@@ -485,6 +489,54 @@ class FactsCache:
         self._d = {k: v for k, v in self._d.items() if k in live}
 
 
+class _Progress:
+    """Progress of one pass of an index build (footers, then partial row groups): a tqdm bar on
+    stderr when it is a terminal and the pass takes over a second or two, and ``tensorfeed.lake``
+    log lines (every ``every`` seconds, and at the end) with files and row groups done and rate."""
+
+    def __init__(self, what: str, total: int, unit: str, every: float = 10.0) -> None:
+        self.what, self.total, self.unit, self.every = what, total, unit, every
+        self.done = self.row_groups = self.opened = 0
+        self.t0 = self.last = time.monotonic()
+        self.lock = threading.Lock()
+        self.bar: Any = None
+        if total > 1:
+            from tqdm import tqdm
+
+            # disable=None: no bar unless stderr is a terminal; delay: none for a quick pass
+            self.bar = tqdm(total=total, desc=what, unit=unit, disable=None, leave=False, delay=2)
+
+    def step(self, row_groups: int, opened: bool = True) -> None:
+        with self.lock:
+            self.done += 1
+            self.row_groups += row_groups
+            self.opened += opened
+            if self.bar is not None:
+                self.bar.update(1)
+            now = time.monotonic()
+            if now - self.last >= self.every and self.done < self.total:
+                self.last = now
+                self._log(logging.INFO, "")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        # a pass that opened nothing (every file's facts cached from an earlier epoch) is quiet
+        self._log(logging.INFO if self.opened else logging.DEBUG, " done")
+
+    def _log(self, level: int, state: str) -> None:
+        if not log.isEnabledFor(level):
+            return
+        dt = time.monotonic() - self.t0
+        groups = f", {self.row_groups} row groups" if self.unit == "file" else ""
+        rate = self.done / dt if dt > 0 else 0.0
+        log.log(
+            level,
+            f"{self.what}{state}: {self.done}/{self.total} {self.unit}s{groups} in {dt:.1f}s "
+            f"({rate:,.0f} {self.unit}s/s)",
+        )
+
+
 def _pool_map(fn: Any, items: Sequence[Any], threads: int) -> list[Any]:
     if len(items) <= 1 or threads <= 1:
         return [fn(i) for i in items]
@@ -510,13 +562,17 @@ def build_plan(
     pexprs = [partition_expression(part_schema, v) for v in part_values]
     expr, dnf_names = normalize_filter(spec.filter)
 
-    def facts(i: int, keep: Sequence[str] = ()) -> FileFacts:
+    def facts(i: int, keep: Sequence[str] = (), progress: _Progress | None = None) -> FileFacts:
         hit = cache.get(files[i]) if cache is not None else None
         if hit is not None:
+            if progress is not None:
+                progress.step(len(hit.rg_rows), opened=False)
             return hit
         f = read_facts(fs, files[i], spec, keep, pexprs[i], part_schema, stats_expr)
         if cache is not None:
             cache.put(f)
+        if progress is not None:
+            progress.step(len(f.rg_rows))
         return f
 
     # 3. prune by partition values, before opening anything
@@ -536,9 +592,13 @@ def build_plan(
 
     # 4. footers of the survivors (threads: round trips on S3)
     keep = tuple(guess_refs)
-    surv_facts: list[FileFacts] = _pool_map(
-        lambda i: facts(i, keep), survivors, threads if s3 else 4
-    )
+    progress = _Progress(f"indexing {spec.shown}", len(survivors), "file")
+    try:
+        surv_facts: list[FileFacts] = _pool_map(
+            lambda i: facts(i, keep, progress), survivors, threads if s3 else 4
+        )
+    finally:
+        progress.close()
     if cache is not None:
         cache.retain([files[i] for i in survivors])
     schema_facts = surv_facts or [facts(0, keep)]
@@ -723,8 +783,14 @@ def _resolve_partial(
     from ._lake_read import read_unit_table
 
     todo = np.flatnonzero(plan.unit_partial)
+    progress = _Progress(f"filtering {spec.shown}", len(todo), "row group")
 
     def positions(u: int) -> np.ndarray:
+        pos = _positions(u)
+        progress.step(1)
+        return pos
+
+    def _positions(u: int) -> np.ndarray:
         fi = int(plan.unit_file[u])
         f = facts.get(fi)
         kept = f.text_table if f is not None else None
@@ -738,7 +804,10 @@ def _resolve_partial(
             table = read_unit_table(fs, spec, plan, u, plan.filter_columns, validate=False)
         return row_positions(table, plan.row_filter)
 
-    found = _pool_map(positions, list(todo), threads if spec.s3_or_none() else 2)
+    try:
+        found = _pool_map(positions, list(todo), threads if spec.s3_or_none() else 2)
+    finally:
+        progress.close()
     offs = np.full(plan.num_units, -1, np.int64)
     sel_parts, off = [], 0
     for u, pos in zip(todo, found):
