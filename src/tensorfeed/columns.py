@@ -1,8 +1,10 @@
 """Columns -> tensors: the conversion core every source shares.
 
 A source fetches a whole batch as an Arrow table and wraps it in a :class:`ColumnBatch`. The batch
-is a ``Sequence`` of samples, so torch's ``default_collate`` still works on it, but
-:func:`collate` recognises it and converts each column in one step instead of row by row.
+is a list of samples built on demand (NOTE [ A batch is a list ]), so torch's ``default_collate``
+still works on it, but :func:`collate` recognises it and converts each column in one step instead
+of row by row. A sample is a dict of columns, or with ``features=``/``target=`` ``(x, y)``, or
+``x`` alone (features without a target), or ``y`` alone (a target without features).
 
 Dtype rules (also used for lists of samples):
 
@@ -28,7 +30,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +70,8 @@ class RowLocator:
 
 @dataclass(frozen=True)
 class SampleSpec:
-    """How rows become samples: a dict of columns, or ``(x, y)`` from feature/target columns."""
+    """How rows become samples: a dict of columns; with ``features`` and ``target``, ``(x, y)``;
+    with only one of them, ``x`` (the feature tensor) or ``y`` alone (see :meth:`pack`)."""
 
     features: tuple[str, ...] | None = None
     target: str | None = None
@@ -78,6 +81,14 @@ class SampleSpec:
     @property
     def supervised(self) -> bool:
         return self.features is not None or self.target is not None
+
+    def pack(self, x: Any, y: Any) -> Any:
+        """A sample (or batch) from its parts: ``(x, y)`` when both features and target are
+        given, else the one there is. Never ``(x, None)``: ``len(sample)`` must be the number of
+        features, ``len(batch)`` the number of rows."""
+        if self.features and self.target is not None:
+            return (x, y)
+        return x if self.features else y
 
     def needed_columns(self) -> list[str]:
         cols = list(self.features or ())
@@ -262,7 +273,7 @@ def features_to_tensor(
 def table_to_batch(
     table: pa.Table, spec: SampleSpec, locator: RowLocator, opts: ConvertOptions = ConvertOptions()
 ) -> Batch:
-    """Convert a whole Arrow table to a batch: ``dict[str, tensor]`` or ``(X, Y)``."""
+    """Convert a whole Arrow table to a batch: ``dict[str, tensor]``, ``(X, Y)``, ``X`` or ``Y``."""
     if spec.supervised:
         x = features_to_tensor(table, spec.features or (), locator, opts) if spec.features else None
         y = None
@@ -270,7 +281,7 @@ def table_to_batch(
             y = arrow_column_to_tensors(
                 table.column(spec.target), spec.target, opts, lambda i: locator.describe(table, i)
             )[spec.target]
-        return (x, y) if x is not None else y
+        return spec.pack(x, y)
     out: dict[str, Any] = {}
     for name in table.column_names:
         out.update(
@@ -281,16 +292,91 @@ def table_to_batch(
     return out
 
 
-# --------------------------------------------------------------------------- ColumnBatch
+# --------------------------------------------------------------------------- batches of samples
+
+# NOTE [ A batch is a list ]
+# What a dataset's ``__getitems__`` returns goes to the collate function as it is. ``tfd.collate``
+# converts it column by column and builds no sample. torch's ``default_collate`` indexes it, and
+# for samples that are bare tensors (``features=`` without ``target=``, ``x`` from a transform)
+# calls ``torch.stack(batch)``, which takes only a real list or tuple and reads its items at C
+# level. So a batch is a ``list`` whose list storage stays empty until a sample that is a tensor
+# is first indexed; then every sample is built and stored (``default_collate`` indexes
+# ``batch[0]`` before it stacks). Length, indexing and iteration are the batch's own and do not
+# depend on what is stored; pickling carries the batch's data, not stored samples.
 
 
-class ColumnBatch(Sequence[Any]):
+def _empty_batch_of(cls: type[_Samples]) -> _Samples:
+    return cls.__new__(cls)
+
+
+class _Samples(list[Any]):
+    """Base of the batches sources hand to a collate function: a read-only sequence of samples
+    built on demand by ``_sample(i)`` (see NOTE [ A batch is a list ])."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _sample(self, i: int) -> Any:
+        """Sample ``i`` (``0 <= i < len(self)``), built from the batch's data."""
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
+        if isinstance(i, slice):
+            raise TypeError(f"{type(self).__name__} does not support slicing")
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"sample {i} is out of range for a batch of {n}")
+        i %= n
+        if list.__len__(self):
+            return list.__getitem__(self, i)
+        sample = self._sample(i)
+        if isinstance(sample, torch.Tensor):  # torch.stack will read the list's own items
+            list.extend(self, [sample if j == i else self._sample(j) for j in range(n)])
+        return sample
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(len(self)):
+            yield self[i]
+
+    __reversed__ = Sequence.__reversed__  # type: ignore[assignment]
+    __contains__ = Sequence.__contains__  # type: ignore[assignment]
+    index = Sequence.index  # type: ignore[assignment]
+    count = Sequence.count  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return self is not other
+
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {len(self)} samples>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = dict(getattr(self, "__dict__", {}))
+        for cls in type(self).__mro__:
+            for name in cls.__dict__.get("__slots__", ()):
+                if hasattr(self, name):
+                    state[name] = getattr(self, name)
+        return (_empty_batch_of, (type(self),), state)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
+
+class ColumnBatch(_Samples):
     """A batch fetched as columns. Indexing gives samples (for torch's default collate and for
     per-sample transforms); :func:`collate` converts it column by column instead."""
 
     __slots__ = ("_rows", "locator", "spec", "table")
 
     def __init__(self, table: pa.Table, spec: SampleSpec, locator: RowLocator) -> None:
+        super().__init__()
         self.table = table
         self.spec = spec
         self.locator = locator
@@ -299,17 +385,10 @@ class ColumnBatch(Sequence[Any]):
     def __len__(self) -> int:
         return self.table.num_rows
 
-    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
-        if isinstance(i, slice):
-            raise TypeError("ColumnBatch does not support slicing")
+    def _sample(self, i: int) -> Any:
         if self._rows is None:
             self._rows = self.table.to_pylist()
-        n = len(self._rows)
-        if not -n <= i < n:
-            raise IndexError(f"sample {i} is out of range for a batch of {n}")
-        return row_to_sample(
-            self._rows[i], self.spec, lambda: self.locator.describe(self.table, i % n)
-        )
+        return row_to_sample(self._rows[i], self.spec, lambda: self.locator.describe(self.table, i))
 
     def to_batch(self, opts: ConvertOptions = ConvertOptions()) -> Batch:
         if self.spec.transform is not None or self.spec.target_transform is not None:
@@ -317,22 +396,28 @@ class ColumnBatch(Sequence[Any]):
         return table_to_batch(self.table, self.spec, self.locator, opts)
 
 
-class TensorBatch(Sequence[Any]):
-    """A batch that is already tensors (an in-memory source's ``index_select``): :func:`collate`
-    passes it through; indexing still gives samples for torch's default collate."""
+class TensorBatch(_Samples):
+    """A batch that is already tensors (an in-memory source's ``index_select``): a dict of
+    column tensors, a tuple ``(X, Y)`` or one tensor ``X`` / ``Y``. :func:`collate` passes it
+    through; indexing still gives samples for torch's default collate."""
 
     __slots__ = ("data",)
 
-    def __init__(self, data: dict[str, torch.Tensor] | tuple[torch.Tensor, ...]) -> None:
+    def __init__(self, data: dict[str, torch.Tensor] | tuple[torch.Tensor, ...] | torch.Tensor):
+        super().__init__()
         self.data = data
 
     def _tensors(self) -> list[torch.Tensor]:
+        if isinstance(self.data, torch.Tensor):
+            return [self.data]
         return list(self.data.values()) if isinstance(self.data, dict) else list(self.data)
 
     def __len__(self) -> int:
         return int(self._tensors()[0].shape[0])
 
-    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
+    def _sample(self, i: int) -> Any:
+        if isinstance(self.data, torch.Tensor):
+            return self.data[i]
         if isinstance(self.data, dict):
             return {k: v[i] for k, v in self.data.items()}
         return tuple(v[i] for v in self.data)
@@ -348,13 +433,16 @@ class TensorBatch(Sequence[Any]):
                 else t
             )
 
+        if isinstance(self.data, torch.Tensor):
+            return conv(self.data)
         if isinstance(self.data, dict):
             return {k: conv(v) for k, v in self.data.items()}
         return tuple(conv(v) for v in self.data)
 
 
 def row_to_sample(row: dict[str, Any], spec: SampleSpec, where: Callable[[], str]) -> Any:
-    """One row (a dict) -> a sample: the dict itself, or ``(x, y)`` with x a float32 tensor."""
+    """One row (a dict) -> a sample: the dict itself, or ``(x, y)`` / ``x`` / ``y`` (see
+    :meth:`SampleSpec.pack`) with x a float32 tensor."""
     if not spec.supervised:
         return spec.transform(row) if spec.transform is not None else row
     x = None
@@ -382,7 +470,7 @@ def row_to_sample(row: dict[str, Any], spec: SampleSpec, where: Callable[[], str
             raise DataError(f"target column {spec.target!r} is NULL at {where()}")
         if spec.target_transform is not None:
             y = spec.target_transform(y)
-    return (x, y) if x is not None else y
+    return spec.pack(x, y)
 
 
 # --------------------------------------------------------------------------- generic collate
@@ -541,6 +629,8 @@ def collate(batch: Any) -> Any:
 
 def batch_size_of(batch: Any) -> int:
     """Rows in a collated batch (first dimension of its first tensor)."""
+    if isinstance(batch, _Samples):  # a batch of samples nothing collated
+        return len(batch)
     if isinstance(batch, torch.Tensor):
         return int(batch.shape[0]) if batch.dim() else 1
     if isinstance(batch, Mapping):

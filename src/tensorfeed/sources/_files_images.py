@@ -343,13 +343,7 @@ class ImageBatch(ColumnBatch):
             f"{self.locator.describe(self.table, i)} holds no image"
         )  # pragma: no cover
 
-    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
-        if isinstance(i, slice):
-            raise TypeError("ImageBatch does not support slicing")
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"sample {i} is out of range for a batch of {n}")
-        i %= n
+    def _sample(self, i: int) -> Any:
         img = self.image(i)
         if self.spec.transform is not None:
             img = self.spec.transform(img)

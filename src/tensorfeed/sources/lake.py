@@ -511,7 +511,7 @@ class _LakeBatch(ColumnBatch):
                     out[:, j] = num[c]
                 x = _as_float(torch.from_numpy(out), opts)
             y = _tensor(num[spec.target], float_np, opts) if spec.target is not None else None
-            return (x, y) if x is not None else y
+            return spec.pack(x, y)
         if len(num) != self.table.num_columns:
             return super().to_batch(opts)
         return {c: _tensor(num[c], float_np, opts) for c in self.table.column_names}

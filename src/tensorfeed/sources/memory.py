@@ -69,7 +69,9 @@ class MemoryDataset(MapDataset):
     """A map-style dataset over data already in memory.
 
     ``MemoryDataset({"x": np_array, "label": np_array}, features=["x"], target="label")``.
-    Samples are dicts (or ``(x, y)`` with ``features``/``target``), batches are dicts of tensors.
+    Samples are dicts, batches dicts of tensors; with ``features`` and ``target`` they are
+    ``(x, y)`` / ``(X, Y)``, with only ``features`` the tensor ``x`` / ``X``, with only ``target``
+    ``y`` / ``Y``.
     """
 
     def __init__(
@@ -143,7 +145,7 @@ class MemoryDataset(MapDataset):
 class _TensorView:
     """Row-major blocks of same-dtype scalar columns (one gather takes a whole batch of them: a
     row of 12 float32 is one cache line, 12 column gathers are 12 scattered passes), plus any
-    other tensor column; or pre-stacked ``(X, Y)``.
+    other tensor column; or pre-stacked ``(X, Y)``, ``X`` or ``Y`` (``packed``).
 
     Blocks are gathered with numpy (``np.take`` and a ``.T.copy()``): measured on [1024, 12]
     float32, torch's ``index_select`` + ``.t().contiguous()`` costs 131 us, numpy's 68 us (torch's
@@ -153,24 +155,26 @@ class _TensorView:
     order: tuple[str, ...]
     blocks: tuple[tuple[tuple[str, ...], np.ndarray], ...] = ()
     others: tuple[tuple[str, torch.Tensor], ...] = ()
-    xy: tuple[torch.Tensor, torch.Tensor] | None = None
+    packed: tuple[torch.Tensor, torch.Tensor] | torch.Tensor | None = None
 
     @classmethod
     def build(cls, ds: MemoryDataset) -> _TensorView | None:
         spec = ds.spec
         if spec.transform is not None or spec.target_transform is not None:
             return None
-        if spec.supervised and (spec.features is None or spec.target is None):
-            return None
+        if spec.target is not None and _ragged(ds.table.schema.field(spec.target).type):
+            return None  # a variable-length target is padded per batch, on the Arrow path
         try:
-            out = ColumnBatch(ds.table, spec, ds._locator(np.arange(0))).to_batch()
+            out: Any = ColumnBatch(ds.table, spec, ds._locator(np.arange(0))).to_batch()
         except TensorfeedError:  # a NULL or a non-numeric column: the Arrow path names it
             return None
-        values = list(out.values()) if isinstance(out, dict) else list(out)
-        if not all(isinstance(t, torch.Tensor) for t in values):
+        if spec.supervised:
+            parts = out if isinstance(out, tuple) else (out,)
+            if not all(isinstance(t, torch.Tensor) for t in parts):
+                return None  # a string target stays a list
+            return cls(order=(), packed=out)
+        if not all(isinstance(t, torch.Tensor) for t in out.values()):
             return None  # strings/bytes columns stay lists
-        if not isinstance(out, dict):
-            return cls(order=(), xy=(out[0], out[1]))
         if any(k.endswith(LENGTHS_SUFFIX) for k in out):
             return None  # ragged list columns: padding widths are per batch
         by_dtype: dict[torch.dtype, list[str]] = {}
@@ -186,10 +190,14 @@ class _TensorView:
         )
         return cls(order=tuple(out), blocks=blocks, others=tuple(others))
 
-    def gather(self, idx: np.ndarray) -> dict[str, torch.Tensor] | tuple[torch.Tensor, ...]:
-        if self.xy is not None:
+    def gather(
+        self, idx: np.ndarray
+    ) -> dict[str, torch.Tensor] | tuple[torch.Tensor, ...] | torch.Tensor:
+        if self.packed is not None:
             t = torch.from_numpy(idx)
-            return (self.xy[0].index_select(0, t), self.xy[1].index_select(0, t))
+            if isinstance(self.packed, torch.Tensor):
+                return self.packed.index_select(0, t)
+            return (self.packed[0].index_select(0, t), self.packed[1].index_select(0, t))
         got: dict[str, torch.Tensor] = {}
         for names, block in self.blocks:
             # one gather, then one transpose copy: the columns are views of a single storage
@@ -199,6 +207,10 @@ class _TensorView:
             for name, col in self.others:
                 got[name] = col.index_select(0, t)
         return {name: got[name] for name in self.order}
+
+
+def _ragged(t: pa.DataType) -> bool:
+    return bool(pa.types.is_list(t) or pa.types.is_large_list(t))
 
 
 class MemoryStream(StreamDataset):
