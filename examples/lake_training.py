@@ -39,13 +39,13 @@ def main(root: Path) -> None:
             loss.backward()
             opt.step()
         with torch.no_grad():
-            correct = sum(
-                ((model(x).squeeze(1) > 0) == (y == 1)).sum().item()
-                for x, y in tfd.DataLoader(val, batch_size=1024)
-            )
+            correct, seen = 0, 0
+            for x, y in tfd.DataLoader(val, batch_size=1024):
+                correct += ((model(x).squeeze(1) > 0) == (y == 1)).sum().item()
+                seen += len(y)
         print(
             f"epoch {epoch}: loss {loss.item():.3f}, data-wait "
-            f"{loader.stats.wait_fraction:.2f}, val accuracy {correct / 4000:.3f}"
+            f"{loader.stats.wait_fraction:.2f}, val accuracy {correct / seen:.3f}"
         )
     checkpoint = {"model": model.state_dict(), "loader": loader.state_dict()}
     # --8<-- [end:train]

@@ -98,8 +98,12 @@ def started_processes(marker: str) -> list[tuple[int, str]]:
 
     return [
         (pid, cmd)
-        for pid, (_, env, cmd) in sorted(procs.items())
-        if pid != me and (needle in env.split(b"\0") or descends(pid))
+        for pid, (ppid, env, cmd) in sorted(procs.items())
+        if pid != me
+        and (needle in env.split(b"\0") or descends(pid))
+        # multiprocessing's resource tracker (started by spawn workers) serves this process
+        # until it exits, and then ends by itself: it reads EOF from the pipe we hold
+        and not (ppid == me and "multiprocessing.resource_tracker" in cmd)
     ]
 
 

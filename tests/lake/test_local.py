@@ -326,10 +326,10 @@ def test_stream_exactly_once(local_lake: Path, workers: int, buffer: int) -> Non
             assert (got != list(range(N_ROWS))) == (buffer > 0)
 
 
-def test_stream_shards_by_row_group() -> None:
+def test_stream_shards_by_row_group(tmp_path: Path) -> None:
     from tensorfeed.sampling import World
 
-    root = Path(os.environ.get("TMPDIR", "/tmp")) / f"tfd-lake-shards-{os.getpid()}"
+    root = tmp_path / "lake"
     write_local(root, lake_tables())
     st = tfd.LakeStream(str(root))
     seen: list[int] = []
