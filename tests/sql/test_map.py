@@ -407,7 +407,7 @@ def test_postgres_kept_rows_are_the_pinned_snapshot(pg_db):
 
 def test_big_results_are_not_kept_and_keep_in_memory_is_checked(items, monkeypatch):
     db, table = items
-    from tensorfeed.sources import sql
+    from tensorfeed.sources.sql import dataset as sql
 
     monkeypatch.setattr(sql, "KEEP_IN_MEMORY_AUTO_BYTES", 1000)  # far less than 2,000 rows
     auto = tfd.SQLDataset(db.url, table=table, key="id")

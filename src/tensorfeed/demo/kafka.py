@@ -209,7 +209,7 @@ class _Broker:
     """The embedded mock cluster, or a real broker at --bootstrap."""
 
     def __init__(self, bootstrap: str | None, partitions: int) -> None:
-        from ..sources._kafka_mock import MockCluster
+        from ..sources.kafka.mock import MockCluster
 
         self.mock = MockCluster(partitions=partitions) if bootstrap is None else None
         self.bootstrap: str = self.mock.bootstrap if self.mock else str(bootstrap)

@@ -173,7 +173,7 @@ def ensure_lake(
     import pyarrow.parquet as pq
     from pyarrow import fs as pafs
 
-    from ..sources._lake_fs import (
+    from ..sources.lake.fs import (
         display_uri,
         filesystem_for,
         parse_location,
@@ -277,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
 
     import tensorfeed as tfd
 
-    from ..sources._lake_fs import display_uri
+    from ..sources.lake.fs import display_uri
     from . import ClockedBar, cache_dir
 
     options = storage_options(args.storage_option)

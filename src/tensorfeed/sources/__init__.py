@@ -1,1 +1,2 @@
-"""One module per kind of source; each holds that source's Dataset/Stream classes."""
+"""One package per kind of source (``sql/``, ``lake/``, ``kafka/``, ``files/``) and ``memory.py``,
+the simplest source; each implements the contracts of ``tensorfeed.dataset``."""

@@ -15,8 +15,8 @@ from typing import Any, cast
 import numpy as np
 import pyarrow as pa
 
-from ..errors import ConfigError, DataError, NotFoundError
-from ._files_images import FolderNotFoundError
+from ...errors import ConfigError, DataError, NotFoundError
+from .images import FolderNotFoundError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 

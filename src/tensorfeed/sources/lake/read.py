@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import DataError
-from ._lake_fs import (
+from ...errors import DataError
+from .fs import (
     FileEntry,
     check_unchanged,
     current_identity,
@@ -28,7 +28,7 @@ from ._lake_fs import (
     retrying,
     scrub,
 )
-from ._lake_index import (
+from .index import (
     LakeSpec,
     Plan,
     _looks_like_io,

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
-from ..errors import ConfigError, StateError
-from ..sampling import resolve_rank_world
+from ...errors import ConfigError, StateError
+from ...sampling import resolve_rank_world
 
 
 def locality_order(unit_rows: np.ndarray, seed: int, epoch: int, window: int) -> np.ndarray:

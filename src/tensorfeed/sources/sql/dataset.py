@@ -66,11 +66,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .._deps import require
-from ..cache import _Gather, _without_owned
-from ..columns import RowLocator, make_spec
-from ..dataset import MapDataset, StreamDataset, _digest
-from ..errors import (
+from ..._deps import require
+from ...cache import _Gather, _without_owned
+from ...columns import RowLocator, make_spec
+from ...dataset import MapDataset, StreamDataset, _digest
+from ...errors import (
     ConfigError,
     ConnectionFailedError,
     ConnectionLostError,
@@ -81,7 +81,7 @@ from ..errors import (
     TensorfeedError,
     TransientError,
 )
-from ..sampling import World
+from ...sampling import World
 
 _OPTIONS = ("table", "query", "key", "columns", "features", "target")
 _STREAM_INT_OPTIONS = ("shuffle_buffer", "seed", "chunk_rows")

@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .._deps import require
-from ..errors import (
+from ..._deps import require
+from ...errors import (
     ConfigError,
     ConnectionFailedError,
     DataError,
@@ -51,11 +51,11 @@ from ..errors import (
     SourceChangedError,
     StateError,
 )
-from ..sampling import World
-from ._kafka_decode import Decoder
+from ...sampling import World
+from .decode import Decoder
 
 if TYPE_CHECKING:
-    from .kafka import KafkaStream
+    from .stream import KafkaStream
 
 # librdkafka's own log lines (connection refused, retries ...) go to this logger; like any library
 # logger it stays silent unless the application configures logging. Errors that matter are raised

@@ -36,12 +36,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..columns import ColumnBatch, ConvertOptions, RowLocator, make_spec
-from ..dataset import MapDataset, StreamDataset, _digest, normalize_indices
-from ..errors import ConfigError
-from ..sampling import EpochSampler, World
-from ._lake_fs import display_uri, parse_location, parse_storage_options
-from ._lake_index import (
+from ...columns import ColumnBatch, ConvertOptions, RowLocator, make_spec
+from ...dataset import MapDataset, StreamDataset, _digest, normalize_indices
+from ...errors import ConfigError
+from ...sampling import EpochSampler, World
+from .fs import display_uri, parse_location, parse_storage_options
+from .index import (
     FORMATS,
     FactsCache,
     LakeSpec,
@@ -50,8 +50,8 @@ from ._lake_index import (
     normalize_filter,
     row_positions,
 )
-from ._lake_read import ReadAhead, check_nulls, read_unit_table
-from ._lake_sampler import LocalitySampler
+from .read import ReadAhead, check_nulls, read_unit_table
+from .sampler import LocalitySampler
 
 _DEFAULT_CACHE_BYTES = 512 * 2**20
 _CONVERT = ConvertOptions()
@@ -288,7 +288,7 @@ class LakeDataset(MapDataset):
         return loc
 
     def _filesystem(self) -> Any:
-        from ._lake_fs import filesystem_for
+        from .fs import filesystem_for
 
         if self.lake.filesystem is not None:
             return self.lake.filesystem
@@ -358,7 +358,7 @@ class LakeDataset(MapDataset):
     def column(self, name: str) -> np.ndarray:
         """One column for every row in index order, reading only that column."""
         if name not in self._plan.schema.names:
-            from ..errors import NotFoundError
+            from ...errors import NotFoundError
 
             raise NotFoundError(
                 f"column {name!r} is not in {self.describe()}; available: {self._plan.schema.names}"
@@ -648,7 +648,7 @@ class LakeStream(StreamDataset):
     def _fs(self) -> Any:
         self._facts_cache()
         if self._local.get("fs") is None:
-            from ._lake_fs import filesystem_for
+            from .fs import filesystem_for
 
             if self.lake.filesystem is not None:
                 self._local["fs"] = self.lake.filesystem

@@ -21,13 +21,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import numpy as np
 import pyarrow as pa
 
-from .._deps import require
-from ..columns import RowLocator, make_spec
-from ..dataset import StreamDataset, _digest
-from ..errors import ConfigError, StateError
-from ..sampling import World
-from ._kafka_decode import as_schema
-from ._kafka_reader import (
+from ..._deps import require
+from ...columns import RowLocator, make_spec
+from ...dataset import StreamDataset, _digest
+from ...errors import ConfigError, StateError
+from ...sampling import World
+from .decode import as_schema
+from .reader import (
     LIVE_READERS,
     META_COLUMNS,
     META_KEY,
@@ -348,7 +348,7 @@ class KafkaStream(StreamDataset):
 
     def committed(self, group_id: str | None = None) -> dict[tuple[str, int], int]:
         """The group's committed offsets for every partition of the topics (-1: none)."""
-        from ._kafka_reader import list_partitions
+        from .reader import list_partitions
 
         group = group_id or self.group_id
         if not group:
@@ -372,7 +372,7 @@ class KafkaStream(StreamDataset):
     def lag(self, state_or_loader: Any = None) -> dict[tuple[str, int], int]:
         """Messages behind the end of each partition: from a checkpoint's offsets, or (without
         one) from the group's committed offsets."""
-        from ._kafka_reader import list_partitions
+        from .reader import list_partitions
 
         ck = require("confluent_kafka", "kafka")
         consumer = make_consumer(self)
@@ -419,6 +419,6 @@ class KafkaStream(StreamDataset):
         float32 tensors (``(x, y)`` with ``target``: y is the target over the window), sliding by
         ``step`` rows, with at most ``max_keys`` open keys (least recently updated evicted and
         counted). See :class:`~tensorfeed.sources._kafka_windows.KafkaWindows`."""
-        from ._kafka_windows import KafkaWindows
+        from .windows import KafkaWindows
 
         return KafkaWindows(self, key, size, step, features, target, max_keys)

@@ -31,8 +31,8 @@ import pyarrow as pa
 import torch
 from torch.utils.data import IterableDataset
 
-from ..dataset import _check_stream_state, _digest
-from ..errors import ConfigError, DataError, NotFoundError
+from ...dataset import _check_stream_state, _digest
+from ...errors import ConfigError, DataError, NotFoundError
 
 
 @dataclass

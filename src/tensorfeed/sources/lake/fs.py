@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from ..errors import ConfigError, ConnectionFailedError, NotFoundError, SourceChangedError
+from ...errors import ConfigError, ConnectionFailedError, NotFoundError, SourceChangedError
 
 T = TypeVar("T")
 

@@ -40,10 +40,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from .._deps import require
-from ..columns import ColumnBatch, ConvertOptions, RowLocator, SampleSpec, arrow_column_to_tensors
-from ..columns import collate_samples as _collate_samples
-from ..errors import ConfigError, DataError, NotFoundError
+from ..._deps import require
+from ...columns import ColumnBatch, ConvertOptions, RowLocator, SampleSpec, arrow_column_to_tensors
+from ...columns import collate_samples as _collate_samples
+from ...errors import ConfigError, DataError, NotFoundError
 
 KIND_TENSOR, KIND_NUMPY, KIND_PIL, KIND_PICKLE, KIND_ERROR = 0, 1, 2, 3, -1
 

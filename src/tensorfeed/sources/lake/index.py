@@ -43,8 +43,8 @@ from urllib.parse import unquote
 import numpy as np
 import pyarrow as pa
 
-from ..errors import ConfigError, DataError, NotFoundError
-from ._lake_fs import (
+from ...errors import ConfigError, DataError, NotFoundError
+from .fs import (
     FileEntry,
     Location,
     S3Options,
@@ -780,7 +780,7 @@ def _resolve_partial(
     fs: Any, spec: LakeSpec, plan: Plan, facts: dict[int, FileFacts], threads: int
 ) -> None:
     """Map-style: read the filter columns of each partial unit once; keep matching row numbers."""
-    from ._lake_read import read_unit_table
+    from .read import read_unit_table
 
     todo = np.flatnonzero(plan.unit_partial)
     progress = _Progress(f"filtering {spec.shown}", len(todo), "row group")

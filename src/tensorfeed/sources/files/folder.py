@@ -25,11 +25,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import numpy as np
 import pyarrow as pa
 
-from ..columns import SampleSpec
-from ..dataset import MapDataset
-from ..errors import ConfigError, DataError, NotFoundError
-from . import _files_idx as idx
-from ._files_images import (
+from ...columns import SampleSpec
+from ...dataset import MapDataset
+from ...errors import ConfigError, DataError, NotFoundError
+from . import idx
+from .images import (
     PILLOW_MAX_IMAGE_PIXELS,
     DecodeOptions,
     FolderNotFoundError,
@@ -45,7 +45,7 @@ from ._files_images import (
     uniform_rows,
     warn_skipped,
 )
-from ._files_scan import (
+from .scan import (
     IMG_EXTENSIONS,
     check_extensions,
     check_relative_paths,

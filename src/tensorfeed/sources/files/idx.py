@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DataError
-from ._files_images import FolderNotFoundError
+from ...errors import DataError
+from .images import FolderNotFoundError
 
 UBYTE = 0x08
 IMAGES_MAGIC = 0x00000803
