@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "AnnotationsDataset": "sources.files",
-    "BalancedSampler": "sampling",
-    "Collate": "columns",
+    "BalancedSampler": "weighted_samplers",
+    "Collate": "collate_fn",
     "ConfigError": "errors",
     "ConnectionFailedError": "errors",
     "ConnectionLostError": "errors",
@@ -23,7 +23,7 @@ _EXPORTS: dict[str, str] = {
     "DatasetFolder": "sources.files",
     "EpochSampler": "sampling",
     "FashionMNIST": "sources.files",
-    "HardExampleSampler": "sampling",
+    "HardExampleSampler": "weighted_samplers",
     "ImageFolder": "sources.files",
     "KafkaStream": "sources.kafka",
     "LakeDataset": "sources.lake",
@@ -45,10 +45,10 @@ _EXPORTS: dict[str, str] = {
     "Subset": "splitting",
     "TensorfeedError": "errors",
     "TransientError": "errors",
-    "WeightedSampler": "sampling",
+    "WeightedSampler": "weighted_samplers",
     "World": "sampling",
     "balance_stream": "splitting",
-    "collate": "columns",
+    "collate": "collate_fn",
     "loaders": "loader",
     "open": "registry",
     "pad_collate": "columns",
@@ -75,7 +75,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - static view of the lazy names
-    from .columns import Collate, collate, pad_collate
+    from .collate_fn import Collate, collate
+    from .columns import pad_collate
     from .dataset import MapDataset, StreamDataset
     from .errors import (
         ConfigError,
@@ -93,14 +94,7 @@ if TYPE_CHECKING:  # pragma: no cover - static view of the lazy names
     )
     from .loader import DataLoader, LoaderStats, loaders
     from .registry import open
-    from .sampling import (
-        BalancedSampler,
-        EpochSampler,
-        HardExampleSampler,
-        WeightedSampler,
-        World,
-        seed_everything,
-    )
+    from .sampling import EpochSampler, World, seed_everything
     from .sources.files import MNIST, AnnotationsDataset, DatasetFolder, FashionMNIST, ImageFolder
     from .sources.kafka import KafkaStream
     from .sources.lake import LakeDataset, LakeStream
@@ -108,3 +102,4 @@ if TYPE_CHECKING:  # pragma: no cover - static view of the lazy names
     from .sources.sql import SQLDataset, SQLStream
     from .splitting import Subset, balance_stream, random_split, split
     from .tuning import tune
+    from .weighted_samplers import BalancedSampler, HardExampleSampler, WeightedSampler

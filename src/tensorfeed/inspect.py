@@ -29,7 +29,10 @@ def inspect_url(url: str, table: str | None = None, query: str | None = None, ro
 
 
 def _inspect_sql(url: str, table: str | None, query: str | None, rows: int) -> str:
-    from .sources.sql.dataset import SqlSource, _backend, _translate, parse_url
+    from .sources.sql.driver_errors import _translate
+    from .sources.sql.query import SqlSource
+    from .sources.sql.snapshot import _backend
+    from .sources.sql.url import parse_url
 
     db, options = parse_url(url)
     table = table if table is not None else options.get("table")

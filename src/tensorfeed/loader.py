@@ -31,7 +31,7 @@ from torchdata.stateful_dataloader.stateful_dataloader import (
     _StatefulSingleProcessDataLoaderIter,
 )
 
-from .columns import Collate, batch_size_of
+from .collate_fn import Collate, batch_size_of
 from .dataset import MapDataset, StreamDataset, _BatchIterable
 from .errors import ConfigError, NoDeviceError, StateError
 from .sampling import EpochSampler, dist_rank_world, seed_worker_generators, shard_seed
@@ -371,7 +371,7 @@ class EpochBatchSampler:
             chunk = order[s : min(s + bs, stop)]
             sampler._yielded += len(chunk)
             if hint is not None and s + bs < stop:
-                hint(order[s + bs : min(s + 2 * bs, stop)])  # see sources/sql.py NOTE
+                hint(order[s + bs : min(s + 2 * bs, stop)])  # see sources/sql/dataset.py NOTE
             yield chunk if self.as_array else chunk.tolist()
 
     def state_dict(self) -> dict[str, Any]:

@@ -162,7 +162,7 @@ def measure(
     **loader_kwargs: Any,
 ) -> TuneRow:
     """Throughput of ``tfd.DataLoader(dataset, batch_size, num_workers=...)`` (one measurement)."""
-    from .columns import batch_size_of
+    from .collate_fn import batch_size_of
     from .loader import DataLoader
 
     kwargs = dict(loader_kwargs)

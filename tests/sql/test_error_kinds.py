@@ -10,7 +10,7 @@ import pytest
 import tensorfeed as tfd
 from tensorfeed.errors import ConnectionLostError, StatementTimeoutError, TransientError
 from tensorfeed.sources.sql import parse_url
-from tensorfeed.sources.sql.dataset import _translate
+from tensorfeed.sources.sql.driver_errors import _translate
 
 SECRET = "Kill3dPW"  # pgserver trusts local connections: accepted and ignored
 

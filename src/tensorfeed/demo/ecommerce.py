@@ -202,7 +202,9 @@ def _sqlite_type(table: pa.Table, column: str) -> str:
 def build_postgres(url: str, rows: int, seed: int, prefix: str = "tfd_demo_") -> bool:
     """Create ``tfd_demo_*`` tables in PostgreSQL (only those; kept if already built for (rows,
     seed)). Returns whether they were built now."""
-    from ..sources.sql.dataset import _backend, _translate, parse_url
+    from ..sources.sql.driver_errors import _translate
+    from ..sources.sql.snapshot import _backend
+    from ..sources.sql.url import parse_url
 
     db, _ = parse_url(url)
     if db.backend != "postgresql":

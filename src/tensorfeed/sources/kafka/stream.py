@@ -3,7 +3,7 @@
 Each DataLoader worker (on each DDP rank) reads its own partitions, assigned explicitly from the
 shard plan (``self.world()``), never through a consumer-group rebalance between our own workers.
 The consumer is created inside the process that reads. Offsets are the stream's checkpoint (see
-NOTE [ Kafka offsets as stream positions ] in ``_kafka_reader``): ``tfd.DataLoader.state_dict()``
+NOTE [ Kafka offsets as stream positions ] in ``reader.py``): ``tfd.DataLoader.state_dict()``
 records per partition the next offset after the last message handed to the training loop, and
 loading it resumes exactly there, with any group id. :meth:`KafkaStream.commit` writes the same
 offsets to a consumer group for tools that follow the group (at-least-once).
@@ -26,18 +26,9 @@ from ...columns import RowLocator, make_spec
 from ...dataset import StreamDataset, _digest
 from ...errors import ConfigError, StateError
 from ...sampling import World
+from .client import close_consumer, kafka_call, make_consumer, split_pkey
 from .decode import as_schema
-from .reader import (
-    LIVE_READERS,
-    META_COLUMNS,
-    META_KEY,
-    KafkaStats,
-    ShardReader,
-    close_consumer,
-    kafka_call,
-    make_consumer,
-    split_pkey,
-)
+from .reader import LIVE_READERS, META_COLUMNS, META_KEY, KafkaStats, ShardReader
 
 __all__ = ["KafkaStats", "KafkaStream"]
 
@@ -348,7 +339,7 @@ class KafkaStream(StreamDataset):
 
     def committed(self, group_id: str | None = None) -> dict[tuple[str, int], int]:
         """The group's committed offsets for every partition of the topics (-1: none)."""
-        from .reader import list_partitions
+        from .client import list_partitions
 
         group = group_id or self.group_id
         if not group:
@@ -372,7 +363,7 @@ class KafkaStream(StreamDataset):
     def lag(self, state_or_loader: Any = None) -> dict[tuple[str, int], int]:
         """Messages behind the end of each partition: from a checkpoint's offsets, or (without
         one) from the group's committed offsets."""
-        from .reader import list_partitions
+        from .client import list_partitions
 
         ck = require("confluent_kafka", "kafka")
         consumer = make_consumer(self)
@@ -418,7 +409,7 @@ class KafkaStream(StreamDataset):
         """Fixed-length per-key sequences: an iterable dataset of ``[size, len(features)]``
         float32 tensors (``(x, y)`` with ``target``: y is the target over the window), sliding by
         ``step`` rows, with at most ``max_keys`` open keys (least recently updated evicted and
-        counted). See :class:`~tensorfeed.sources._kafka_windows.KafkaWindows`."""
+        counted). See :class:`~tensorfeed.sources.kafka.windows.KafkaWindows`."""
         from .windows import KafkaWindows
 
         return KafkaWindows(self, key, size, step, features, target, max_keys)

@@ -19,24 +19,11 @@ import numpy as np
 import pyarrow as pa
 
 from ...errors import DataError
-from .fs import (
-    FileEntry,
-    check_unchanged,
-    current_identity,
-    etag_of,
-    is_transient,
-    retrying,
-    scrub,
-)
-from .index import (
-    LakeSpec,
-    Plan,
-    _looks_like_io,
-    cast_to,
-    describe_corrupt,
-    partition_columns,
-    read_text,
-)
+from .formats import _looks_like_io, describe_corrupt, read_text
+from .fs import FileEntry, check_unchanged, current_identity, etag_of, is_transient, retrying, scrub
+from .plan import LakeSpec, Plan
+from .pruning import partition_columns
+from .schema import cast_to
 
 # (pid, thread, path, size, mtime) -> ParquetFile: a parsed footer is reused by the thread that
 # opened it (a reader is not shared between threads), never by a forked child.

@@ -1,0 +1,269 @@
+"""What the file datasets share: ``_ImageFiles`` (one path per row in an Arrow string array, an
+optional target per row in numpy, optional crop boxes, decoding and skip bookkeeping), file
+fingerprints, and the options of their ``tfd.open()`` URLs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import numpy as np
+import pyarrow as pa
+
+from ...columns import SampleSpec
+from ...dataset import MapDataset
+from ...errors import ConfigError, DataError, NotFoundError
+from .images import (
+    DecodeOptions,
+    ImageBatch,
+    RowBuilder,
+    SkipLog,
+    SkippedFile,
+    decode_file,
+    loader_name,
+    split_unreadable,
+    warn_skipped,
+)
+
+
+def _sha(parts: Sequence[Any], *buffers: Any) -> str:
+    h = hashlib.sha256(json.dumps(list(parts), default=str).encode())
+    for b in buffers:
+        if b is not None:
+            h.update(memoryview(b).cast("B"))
+    return h.hexdigest()[:16]
+
+
+def _file_stats(paths: list[str]) -> np.ndarray:
+    """``[n, 2]`` int64 (size, mtime_ns) of each path; (-1, -1) where it is gone."""
+    out = np.full((len(paths), 2), -1, dtype=np.int64)
+    for i, p in enumerate(paths):
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        out[i, 0], out[i, 1] = st.st_size, st.st_mtime_ns
+    return out
+
+
+def _string_buffers(arr: pa.Array) -> list[Any]:
+    return [b for b in arr.buffers()[1:] if b is not None]
+
+
+class _ImageFiles(MapDataset):
+    """What the folder and annotation datasets share: one path per row (an Arrow string array),
+    an optional target per row (numpy), optional crop boxes, decoding and skip bookkeeping."""
+
+    _paths: pa.Array
+    _target_values: np.ndarray | None
+    _crops: np.ndarray | None = None
+    loader: Callable[[str], Any] | None
+    transform: Callable[[Any], Any] | None
+    target_transform: Callable[[Any], Any] | None
+
+    def _init_decoding(
+        self,
+        loader: Callable[[str], Any] | None,
+        transform: Callable[[Any], Any] | None,
+        target_transform: Callable[[Any], Any] | None,
+        mode: str | None,
+        max_image_pixels: int | None,
+        on_error: str,
+    ) -> None:
+        self.loader = loader
+        self.transform = transform
+        self.target_transform = target_transform
+        self._decode = DecodeOptions(mode, max_image_pixels, on_error)
+        self._skips = SkipLog() if on_error == "skip" else None
+        self._fingerprint: str | None = None
+        self._samples_list: list[tuple[str, Any]] | None = None
+        self._targets_list: list[Any] | None = None
+
+    # -- torchvision-style attributes -------------------------------------------------------
+    @property
+    def spec(self) -> SampleSpec:  # type: ignore[override]
+        # built per access so ``ds.transform = ...`` after construction works as in torchvision
+        return SampleSpec(None, None, self.transform, self.target_transform)
+
+    @property
+    def on_error(self) -> str:
+        return self._decode.on_error
+
+    def _set_rows(self, paths: Sequence[str], targets: Sequence[Any] | np.ndarray | None) -> None:
+        self._paths = pa.array(list(paths), type=pa.large_string())
+        self._target_values = None if targets is None else np.asarray(targets)
+        if self._target_values is not None and len(self._target_values) != len(self._paths):
+            raise ConfigError(f"{len(self._target_values)} targets for {len(self._paths)} files")
+        self._samples_list = self._targets_list = None
+        self._fingerprint = None
+
+    @property
+    def samples(self) -> list[tuple[str, Any]]:
+        """``[(path, target), ...]`` as in torchvision (built on first use in each process)."""
+        if self._samples_list is None:
+            targets = self.targets if self._target_values is not None else [None] * len(self)
+            self._samples_list = list(zip(self._paths.to_pylist(), targets))
+        return self._samples_list
+
+    @samples.setter
+    def samples(self, value: Sequence[tuple[str, Any]]) -> None:
+        if self._crops is not None:
+            raise ConfigError(
+                "samples cannot be reassigned when rows have crop boxes; build a new "
+                "AnnotationsDataset from the filtered annotations instead"
+            )
+        value = list(value)
+        targets = [t for _, t in value]
+        no_targets = self._target_values is None and all(t is None for t in targets)
+        self._set_rows(
+            [os.fspath(p) for p, _ in value], None if no_targets else np.asarray(targets)
+        )
+
+    @property
+    def targets(self) -> list[Any]:
+        """The target of each sample, in order (built on first use in each process)."""
+        if self._target_values is None:
+            raise AttributeError(f"{self.describe()} has no targets (no label column)")
+        if self._targets_list is None:
+            self._targets_list = self._target_values.tolist()
+        return self._targets_list
+
+    @targets.setter
+    def targets(self, value: Sequence[Any]) -> None:
+        self._set_rows(self._paths.to_pylist(), np.asarray(list(value)))
+
+    @property
+    def paths(self) -> list[str]:
+        return self._paths.to_pylist()
+
+    # -- the MapDataset contract ------------------------------------------------------------
+    def _num_rows(self) -> int:
+        return len(self._paths)
+
+    def _where(self, index: int) -> str:
+        return ""
+
+    def _stat_path(self, path: str) -> str:
+        """The file a row's path names (for ``stat``; no checks)."""
+        return path
+
+    def _full_path(self, index: int, path: str) -> str:
+        """The file to open for row ``index`` (annotation datasets check it stays in root)."""
+        return self._stat_path(path)
+
+    def _fetch(self, indices: np.ndarray) -> pa.Table:
+        paths = self._paths.take(pa.array(indices)).to_pylist()
+        rows = RowBuilder()
+        for i, path in zip(indices.tolist(), paths):
+            crop = None if self._crops is None else tuple(self._crops[i].tolist())
+            decode_file(
+                rows, self._full_path(i, path), self.loader, self._decode, crop, self._where(i)
+            )
+        targets = None
+        if self._target_values is not None:
+            targets = pa.array(self._target_values[indices])
+        return rows.table(targets)
+
+    def _batch(self, table: pa.Table, indices: np.ndarray) -> ImageBatch:
+        table, indices, dropped = split_unreadable(table, indices)
+        if dropped:
+            if self._skips is None:
+                raise DataError(
+                    dropped[0][1]
+                    + " (it was kept as unreadable by a cache built with on_error='skip')"
+                )
+            for index, message in dropped:
+                self._skips.record(index, self._paths[index].as_py(), message)
+            warn_skipped(dropped)
+        return ImageBatch(table, self.spec, self._locator(indices), self._target_values is not None)
+
+    def __getitem__(self, index: int) -> Any:
+        batch = self.__getitems__([index])
+        if len(batch) == 0:
+            raise DataError(
+                f"sample {index} ({self._paths[int(index)].as_py()}) is unreadable and "
+                "on_error='skip' leaves it out; batched access (a DataLoader) skips it, "
+                "a single index cannot"
+            )
+        return batch[0]
+
+    def column(self, name: str) -> np.ndarray:
+        if name == "target" and self._target_values is not None:
+            return self._target_values.copy()
+        if name == "path":
+            return np.asarray(self._paths.to_pylist(), dtype=object)
+        available = ["path"] + (["target"] if self._target_values is not None else [])
+        raise NotFoundError(f"column {name!r} is not in {self.describe()}; available: {available}")
+
+    # -- skipped files ----------------------------------------------------------------------
+    @property
+    def skipped(self) -> list[SkippedFile]:
+        """The files left out so far under ``on_error="skip"`` (by any process, any worker),
+        one entry per file: ``(index, path, reason)``, sorted by index."""
+        return [] if self._skips is None else self._skips.entries()
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    # -- identity ---------------------------------------------------------------------------
+    def _fingerprint_header(self) -> list[Any]:
+        return [
+            type(self).__name__,
+            self.describe(),
+            loader_name(self.loader),
+            self._decode.mode,
+            self._decode.max_image_pixels,
+        ]
+
+    def fingerprint(self) -> str:
+        """Paths, sizes and modification times of every file, targets, crops and decoding
+        options: a cache built from this dataset is reused only while all of them are unchanged.
+        Computed once per dataset object (one ``stat`` per file)."""
+        if self._fingerprint is None:
+            stats = _file_stats([self._stat_path(p) for p in self._paths.to_pylist()])
+            self._fingerprint = _sha(
+                [*self._fingerprint_header(), len(self)],
+                *_string_buffers(self._paths),
+                stats,
+                None if self._target_values is None else np.ascontiguousarray(self._target_values),
+                None if self._crops is None else np.ascontiguousarray(self._crops),
+            )
+        return self._fingerprint
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_samples_list"] = state["_targets_list"] = None
+        return state
+
+
+def _decode_kwargs(options: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if key == "max_image_pixels":
+            out[key] = None if value.lower() == "none" else int(value)
+        elif key == "mode":
+            out[key] = None if value.lower() == "none" else value
+        elif key in ("allow_empty", "train"):
+            out[key] = value.lower() in ("1", "true", "yes")
+        else:
+            out[key] = value
+    return out
+
+
+def _path_and_options(url: str) -> tuple[str, dict[str, str]]:
+    """``scheme:///abs/path?k=v`` or a plain path -> (path, options)."""
+    parts = urlsplit(url)
+    if "://" not in url:
+        return url, {}
+    path = (
+        unquote(parts.netloc + parts.path)
+        if parts.netloc not in ("", "localhost")
+        else unquote(parts.path)
+    )
+    return path, dict(parse_qsl(parts.query))

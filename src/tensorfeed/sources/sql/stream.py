@@ -1,0 +1,161 @@
+"""``SQLStream``: a table or SELECT streamed in Arrow batches, sharded across workers and ranks.
+
+SQLite has no exportable snapshot. The key set is pinned at construction (an inserted row is not
+part of the dataset until ``refresh()``; ``ds[i]`` always means the row with ``keys[i]``); each
+batch is read by one statement, so it is internally consistent; a row deleted after construction
+is a :class:`DataError` naming its key; an updated row is read as it is now.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from ...columns import RowLocator, make_spec
+from ...dataset import StreamDataset
+from ...errors import ConfigError, TensorfeedError
+from ...sampling import World
+from .backend import _Backend, _MixedTypes
+from .config import _mixed, _SQLCommon
+from .driver_errors import _translate
+from .postgres import _Postgres, _show_setting
+from .snapshot import _ABANDONED, _close_idle
+from .sqlite import _SQLite
+from .url import _strip_options, _url_options, parse_url
+
+
+class SQLStream(_SQLCommon, StreamDataset):
+    """An iterable dataset streaming a table or SELECT in Arrow batches with bounded memory.
+
+    Rows are split across DataLoader workers and DDP ranks by ``key`` (``key mod n`` for integer
+    keys, a stable hash otherwise), so each row is delivered exactly once per epoch; within a
+    shard rows come in ``key`` order. Without ``key`` the stream cannot be split: it runs as
+    one shard (``num_workers=0``, one rank) and raises otherwise. Nothing connects until the
+    stream is iterated.
+    """
+
+    def __init__(
+        self,
+        url: Any,
+        table: str | None = None,
+        query: str | None = None,
+        key: str | None = None,
+        columns: Sequence[str] | str | None = None,
+        params: Mapping[str, Any] | None = None,
+        features: Sequence[str] | str | None = None,
+        target: str | None = None,
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+        chunk_rows: int = 65536,
+    ) -> None:
+        self._setup(url, table, query, key, columns, params)
+        self.spec = make_spec(features, target, None, None)
+        if not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
+            raise ConfigError(f"shuffle_buffer must be a non-negative int, got {shuffle_buffer!r}")
+        if not isinstance(chunk_rows, int) or chunk_rows < 1:
+            raise ConfigError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
+        self.shuffle_buffer, self.seed, self.chunk_rows = shuffle_buffer, int(seed), chunk_rows
+        self._idle: dict[str, Any] = {}  # {"conn", "pid"}: kept between epochs, never pickled
+        weakref.finalize(self, _close_idle, self._idle, self._backend())
+
+    @classmethod
+    def from_url(cls, url: Any, **options: Any) -> SQLStream:
+        """``SQLStream.from_url("sqlite:///shop.db?table=orders&key=order_id&shuffle_buffer=8192")``."""
+        _, url_opts = parse_url(url)
+        opts = _url_options(url_opts, options)
+        return cls(_strip_options(url, url_opts), **opts)
+
+    def _key_is_int(self, be: _Backend, conn: Any, frm: str, params: list[Any]) -> bool | None:
+        if not isinstance(be, _Postgres):
+            return None  # decided per row in SQL (typeof)
+        qk = f"tfd_src.{self.src.quote(self.key or '')}"
+        t = be.table(conn, f"SELECT {qk} FROM {frm} LIMIT 0", params)
+        return bool(pa.types.is_integer(t.schema.field(0).type))
+
+    def _iter_tables(self, world: World, epoch: int, position: int) -> Iterator[pa.Table]:
+        if world.num_shards > 1 and self.key is None:
+            raise ConfigError(
+                f"SQLStream over {self.src.describe()} has no key= and cannot be split across "
+                f"{world.num_shards} workers/ranks without duplicating rows; give key= (a unique "
+                "column) or read it with num_workers=0 on one rank"
+            )
+        be = self._backend()
+        pid = os.getpid()
+        conn = self._idle_connection(be)
+        done = False
+        try:
+            yield from self._shard_tables(be, conn, world, position)
+            done = True
+        finally:
+            if os.getpid() != pid:
+                _ABANDONED.append(conn)
+            elif done and self._idle.get("conn") is None:  # kept for the next epoch
+                self._idle.update(conn=conn, pid=pid)
+            else:  # stopped mid-statement (or another iteration kept one): not reusable
+                be.close(conn)
+
+    def _idle_connection(self, be: _Backend) -> Any:
+        """This process's idle connection from a finished epoch, or a new one."""
+        idle = self._idle
+        conn, owner = idle.get("conn"), idle.get("pid")
+        idle.update(conn=None, pid=None)
+        if conn is not None and owner == os.getpid():
+            return conn
+        if conn is not None:  # inherited through fork
+            _ABANDONED.append(conn)
+        try:
+            return be.connect()
+        except Exception as exc:
+            raise _translate(exc, self.db, self.src) from None
+
+    def close(self) -> None:
+        """Close the connection this process keeps between epochs (also done when the stream is
+        garbage-collected)."""
+        _close_idle(self._idle, self._backend())
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_idle"] = {}  # connections never cross processes
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        weakref.finalize(self, _close_idle, self._idle, self._backend())
+
+    def _shard_tables(
+        self, be: _Backend, conn: Any, world: World, position: int
+    ) -> Iterator[pa.Table]:
+        frm, params = self.src.from_clause()
+        where = f"{self.src.describe()} of {self.db.safe}"
+        try:
+            names = be.schema(conn, f"SELECT tfd_src.* FROM {frm} LIMIT 0", params)
+            self._validate(names)
+            sql = f"SELECT {self._select_list()} FROM {frm}"
+            if self.key is not None:
+                qk = f"tfd_src.{self.src.quote(self.key)}"
+                if world.num_shards > 1:
+                    is_int = self._key_is_int(be, conn, frm, params)
+                    sql += " WHERE " + be.shard_predicate(qk, is_int, world.num_shards, world.shard)
+                sql += f" ORDER BY {qk}"
+            if position:
+                sql += f"{' LIMIT -1' if isinstance(be, _SQLite) else ''} OFFSET {int(position)}"
+            for t in be.stream(conn, sql, params, self.chunk_rows, self._typing()):
+                yield self._visible(t)
+        except _MixedTypes as exc:
+            raise _mixed(exc, where) from None
+        except (TensorfeedError, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise _translate(exc, self.db, self.src, lambda n: _show_setting(be, conn, n)) from None
+
+    def __repr__(self) -> str:
+        return f"SQLStream({self.describe()})"
+
+    def _locator(self, table: pa.Table) -> RowLocator:
+        if self.key is not None and self.key in table.column_names:
+            return RowLocator(self.describe(), key=self.key)
+        return RowLocator(self.describe())
