@@ -1,4 +1,6 @@
-"""Caches for any map-style dataset: its fetched rows kept in RAM or in a memory-mapped file.
+"""The storage of dataset caches: a map-style dataset's fetched rows kept in RAM or in a
+memory-mapped Arrow file, and gathered from there batch by batch (``_Gather``). The dataset a
+cache serves is ``tensorfeed.dataset.CachedDataset``, built by ``ds.cache()`` / ``cache_dataset``.
 
 NOTE [ Dataset caches ]
 ``ds.cache("memory")`` / ``ds.cache(path)`` read every row of ``ds`` once through its own
@@ -26,12 +28,11 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
-from .dataset import MapDataset
 from .errors import ConfigError, DataError, NotFoundError
 
 CACHE_FORMAT = "1"
@@ -46,123 +47,17 @@ _FILE_BATCH_BYTES = 1 << 30
 OWNED = {b"tensorfeed.owned": b"1"}
 
 
-def cache_dataset(
-    dataset: MapDataset,
-    where: str | os.PathLike[str] = "memory",
-    *,
-    chunk_rows: int | None = None,
-    progress: bool | None = None,
-) -> CachedDataset:
-    """Cache ``dataset``'s rows in RAM (``"memory"``) or in a memory-mapped file under ``where``
-    (see NOTE [ Dataset caches ]). ``progress``: show a progress bar (default: on a terminal)."""
-    if not isinstance(dataset, MapDataset):
-        raise ConfigError(
-            f"only map-style datasets can be cached, not {type(dataset).__name__} "
-            "(a stream has no stable index to cache by)"
-        )
-    if chunk_rows is not None and chunk_rows < 1:
-        raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    if isinstance(where, str) and where == "memory":
-        table = _read_all(dataset, chunk_rows, progress)
-        return CachedDataset(dataset, table, "memory")
-    path = _cache_file(dataset, os.fspath(where))
-    fingerprint = dataset.fingerprint()
-    if not _valid_cache(path, fingerprint, len(dataset)):
-        _write_cache(dataset, path, fingerprint, chunk_rows, progress)
-        _remove_stale_siblings(path)
-    return CachedDataset(dataset, None, path)
+class Cacheable(Protocol):
+    """What a cache reads from a dataset: the map-style contract of ``tensorfeed.dataset``
+    (every ``MapDataset`` has it). Typed here so the storage needs nothing above it."""
 
+    def __len__(self) -> int: ...
 
-class CachedDataset(MapDataset):
-    """A map-style dataset serving another dataset's fetched rows from RAM or a file.
+    def _fetch(self, indices: np.ndarray) -> pa.Table: ...
 
-    Anything not defined here (``classes``, ``class_to_idx``, ``skipped`` ...) is read from
-    the source dataset, :attr:`source`.
-    """
+    def describe(self) -> str: ...
 
-    def __init__(self, source: MapDataset, table: pa.Table | None, where: str) -> None:
-        self.source = source
-        self.where = where
-        self._table = table
-        self._gather: _Gather | None = None
-        self._rows = len(source)
-        if table is not None and table.num_rows != self._rows:  # pragma: no cover
-            raise DataError(f"cache holds {table.num_rows} rows, the source {self._rows}")
-
-    @property
-    def path(self) -> str | None:
-        """The cache file, or None for a memory cache."""
-        return None if self.where == "memory" else self.where
-
-    @property
-    def spec(self) -> Any:  # type: ignore[override]
-        return self.source.spec
-
-    @property
-    def table(self) -> pa.Table:
-        """The cached rows (memory-mapped for a file cache)."""
-        if self._table is None:
-            self._table = _open_cache(self.where)
-        return self._table
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.table.nbytes)
-
-    def _num_rows(self) -> int:
-        return self._rows
-
-    def _fetch(self, indices: np.ndarray) -> pa.Table:
-        if self._gather is None:
-            self._gather = _Gather(self.table)
-        return self._gather.take(indices)
-
-    def _batch(self, table: pa.Table, indices: np.ndarray) -> Any:
-        return self.source._batch(table, indices)
-
-    def _locator(self, indices: np.ndarray) -> Any:
-        return self.source._locator(indices)
-
-    def __getitem__(self, index: int) -> Any:
-        if not isinstance(index, int | np.integer):
-            raise TypeError(f"dataset index must be an int, got {type(index).__name__}")
-        batch = self.__getitems__([int(index)])
-        if len(batch) == 0:  # an image source under on_error="skip" left it out
-            raise DataError(
-                f"sample {index} of {self.describe()} is unreadable and on_error='skip' leaves "
-                "it out; batched access (a DataLoader) skips it, a single index cannot"
-            )
-        return batch[0]
-
-    def column(self, name: str) -> np.ndarray:
-        if name in self.table.column_names:
-            return self.table.column(name).to_numpy(zero_copy_only=False)
-        return self.source.column(name)
-
-    def describe(self) -> str:
-        return f"{self.source.describe()} (cached in {self.where})"
-
-    def fingerprint(self) -> str:
-        # same rows, same indices: a loader checkpoint of the source resumes on its cache
-        return self.source.fingerprint()
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("source", "_table", "_gather", "where", "_rows"):
-            raise AttributeError(name)
-        return getattr(self.source, name)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_gather"] = None
-        if self.where != "memory":
-            state["_table"] = None  # memory-mapped again in the process that unpickles it
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
-    def __repr__(self) -> str:
-        return f"CachedDataset({self.describe()}, rows={self._rows})"
+    def fingerprint(self) -> str: ...
 
 
 # --------------------------------------------------------------------------- gathering rows
@@ -280,7 +175,7 @@ def _values(arr: pa.Array, width: int) -> np.ndarray:
 
 
 def _chunks(
-    dataset: MapDataset, chunk_rows: int | None, progress: bool | None
+    dataset: Cacheable, chunk_rows: int | None, progress: bool | None
 ) -> Iterator[pa.Table]:
     """The source's rows in index order, fetched in chunks of about 64 MiB."""
     from tqdm import tqdm
@@ -311,11 +206,11 @@ def _chunks(
             start = stop
 
 
-def _empty(dataset: MapDataset) -> pa.Table:
+def _empty(dataset: Cacheable) -> pa.Table:
     return dataset._fetch(np.empty(0, dtype=np.int64))
 
 
-def _read_all(dataset: MapDataset, chunk_rows: int | None, progress: bool | None) -> pa.Table:
+def _read_all(dataset: Cacheable, chunk_rows: int | None, progress: bool | None) -> pa.Table:
     parts = list(_chunks(dataset, chunk_rows, progress)) or [_empty(dataset)]
     table = pa.concat_tables(parts, promote_options="default") if len(parts) > 1 else parts[0]
     return _without_owned(table.combine_chunks())
@@ -332,13 +227,13 @@ def _without_owned(table: pa.Table) -> pa.Table:
 # --------------------------------------------------------------------------- the cache file
 
 
-def _slug(dataset: MapDataset) -> str:
+def _slug(dataset: Cacheable) -> str:
     name = re.sub(r"[^A-Za-z0-9]+", "-", type(dataset).__name__).strip("-").lower() or "dataset"
     digest = hashlib.sha256(dataset.describe().encode()).hexdigest()[:8]
     return f"tensorfeed-{name}-{digest}"
 
 
-def _cache_file(dataset: MapDataset, where: str) -> str:
+def _cache_file(dataset: Cacheable, where: str) -> str:
     where = os.path.expanduser(where)
     if where.endswith((".arrow", ".ipc", ".feather")):
         parent = os.path.dirname(os.path.abspath(where))
@@ -370,7 +265,7 @@ def _valid_cache(path: str, fingerprint: str, rows: int) -> bool:
 
 
 def _write_cache(
-    dataset: MapDataset,
+    dataset: Cacheable,
     path: str,
     fingerprint: str,
     chunk_rows: int | None,
@@ -419,7 +314,7 @@ def _write_batch(writer: Any, tables: list[pa.Table]) -> None:
     writer.write_table(table.combine_chunks(), max_chunksize=None)
 
 
-def _conform(chunk: pa.Table, schema: Any, dataset: MapDataset) -> pa.Table:
+def _conform(chunk: pa.Table, schema: Any, dataset: Cacheable) -> pa.Table:
     plain = schema.remove_metadata()
     got = chunk.schema.remove_metadata()
     if got.equals(plain):

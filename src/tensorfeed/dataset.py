@@ -9,6 +9,10 @@ An iterable source subclasses :class:`StreamDataset` and implements ``_iter_tabl
 position)``: the Arrow tables of one shard, in a deterministic order, from ``position``. The base
 adds the shuffle buffer, row- and batch-level iteration and checkpointing.
 
+``ds.cache()`` returns a :class:`CachedDataset`, itself a MapDataset, so it is defined here next to
+the base that builds it; the storage it reads (an Arrow table in RAM or a memory-mapped file) is
+``cache.py`` (NOTE [ Dataset caches ]).
+
 NOTE [ Stream checkpoints ]
 A stream's checkpoint is ``(epoch, position)`` of the rows already handed out. By default the
 position is a row count: a shard is deterministic for its ``(seed, epoch, shard)``, so resuming
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -30,8 +35,17 @@ import numpy as np
 import pyarrow as pa
 from torch.utils.data import Dataset, IterableDataset
 
+from .cache import (
+    _cache_file,
+    _Gather,
+    _open_cache,
+    _read_all,
+    _remove_stale_siblings,
+    _valid_cache,
+    _write_cache,
+)
 from .columns import ColumnBatch, RowLocator, SampleSpec
-from .errors import ConfigError, StateError
+from .errors import ConfigError, DataError, StateError
 from .sampling import World, dist_rank_world, shard_seed
 
 
@@ -114,12 +128,133 @@ class MapDataset(Dataset[Any]):
 
     def cache(self, where: str = "memory") -> MapDataset:
         """Keep decoded samples in RAM (``"memory"``) or in a memory-mapped file under ``where``."""
-        from .cache import cache_dataset
-
         return cache_dataset(self, where)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.describe()}, rows={len(self)})"
+
+
+# --------------------------------------------------------------------------- caches
+# (see NOTE [ Dataset caches ] in cache.py, which holds the storage)
+
+
+def cache_dataset(
+    dataset: MapDataset,
+    where: str | os.PathLike[str] = "memory",
+    *,
+    chunk_rows: int | None = None,
+    progress: bool | None = None,
+) -> CachedDataset:
+    """Cache ``dataset``'s rows in RAM (``"memory"``) or in a memory-mapped file under ``where``
+    (see NOTE [ Dataset caches ]). ``progress``: show a progress bar (default: on a terminal)."""
+    if not isinstance(dataset, MapDataset):
+        raise ConfigError(
+            f"only map-style datasets can be cached, not {type(dataset).__name__} "
+            "(a stream has no stable index to cache by)"
+        )
+    if chunk_rows is not None and chunk_rows < 1:
+        raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    if isinstance(where, str) and where == "memory":
+        table = _read_all(dataset, chunk_rows, progress)
+        return CachedDataset(dataset, table, "memory")
+    path = _cache_file(dataset, os.fspath(where))
+    fingerprint = dataset.fingerprint()
+    if not _valid_cache(path, fingerprint, len(dataset)):
+        _write_cache(dataset, path, fingerprint, chunk_rows, progress)
+        _remove_stale_siblings(path)
+    return CachedDataset(dataset, None, path)
+
+
+class CachedDataset(MapDataset):
+    """A map-style dataset serving another dataset's fetched rows from RAM or a file.
+
+    Anything not defined here (``classes``, ``class_to_idx``, ``skipped`` ...) is read from
+    the source dataset, :attr:`source`.
+    """
+
+    def __init__(self, source: MapDataset, table: pa.Table | None, where: str) -> None:
+        self.source = source
+        self.where = where
+        self._table = table
+        self._gather: _Gather | None = None
+        self._rows = len(source)
+        if table is not None and table.num_rows != self._rows:  # pragma: no cover
+            raise DataError(f"cache holds {table.num_rows} rows, the source {self._rows}")
+
+    @property
+    def path(self) -> str | None:
+        """The cache file, or None for a memory cache."""
+        return None if self.where == "memory" else self.where
+
+    @property
+    def spec(self) -> Any:  # type: ignore[override]
+        return self.source.spec
+
+    @property
+    def table(self) -> pa.Table:
+        """The cached rows (memory-mapped for a file cache)."""
+        if self._table is None:
+            self._table = _open_cache(self.where)
+        return self._table
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.table.nbytes)
+
+    def _num_rows(self) -> int:
+        return self._rows
+
+    def _fetch(self, indices: np.ndarray) -> pa.Table:
+        if self._gather is None:
+            self._gather = _Gather(self.table)
+        return self._gather.take(indices)
+
+    def _batch(self, table: pa.Table, indices: np.ndarray) -> Any:
+        return self.source._batch(table, indices)
+
+    def _locator(self, indices: np.ndarray) -> Any:
+        return self.source._locator(indices)
+
+    def __getitem__(self, index: int) -> Any:
+        if not isinstance(index, int | np.integer):
+            raise TypeError(f"dataset index must be an int, got {type(index).__name__}")
+        batch = self.__getitems__([int(index)])
+        if len(batch) == 0:  # an image source under on_error="skip" left it out
+            raise DataError(
+                f"sample {index} of {self.describe()} is unreadable and on_error='skip' leaves "
+                "it out; batched access (a DataLoader) skips it, a single index cannot"
+            )
+        return batch[0]
+
+    def column(self, name: str) -> np.ndarray:
+        if name in self.table.column_names:
+            return self.table.column(name).to_numpy(zero_copy_only=False)
+        return self.source.column(name)
+
+    def describe(self) -> str:
+        return f"{self.source.describe()} (cached in {self.where})"
+
+    def fingerprint(self) -> str:
+        # same rows, same indices: a loader checkpoint of the source resumes on its cache
+        return self.source.fingerprint()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("source", "_table", "_gather", "where", "_rows"):
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_gather"] = None
+        if self.where != "memory":
+            state["_table"] = None  # memory-mapped again in the process that unpickles it
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return f"CachedDataset({self.describe()}, rows={self._rows})"
 
 
 def _digest(parts: list[Any]) -> str:

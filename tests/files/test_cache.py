@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import tensorfeed as tfd
-from tensorfeed.cache import cache_dataset
+from tensorfeed.dataset import cache_dataset
 from tensorfeed.sources.files import tensor_loader
 
 from .files_helpers import ids_of_images, write_mnist, write_tree
