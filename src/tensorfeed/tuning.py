@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ._deps import require
+from .collate_fn import batch_size_of
 from .errors import ConfigError
+from .loader_base import BaseDataLoader
 
 _GAIN = 1.05  # a change must be more than 5% faster to count
 _LOW_MEMORY = 0.10  # stop adding workers below this share of available memory
@@ -162,14 +164,11 @@ def measure(
     **loader_kwargs: Any,
 ) -> TuneRow:
     """Throughput of ``tfd.DataLoader(dataset, batch_size, num_workers=...)`` (one measurement)."""
-    from .collate_fn import batch_size_of
-    from .loader import DataLoader
-
     kwargs = dict(loader_kwargs)
     if not _is_stream(dataset):
         kwargs.setdefault("shuffle", True)
     t0 = time.perf_counter()
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, **kwargs)
+    loader = BaseDataLoader(dataset, batch_size=batch_size, num_workers=num_workers, **kwargs)
     it = iter(loader)
     status = "ok"
     try:

@@ -1,0 +1,542 @@
+"""``BaseDataLoader``: everything ``tfd.DataLoader`` is, for a given number of workers.
+
+``tfd.DataLoader`` (``loader.py``) is this class plus ``num_workers="auto"``, which measures loaders
+of this class (``tuning.py``); so the tuner never needs the class that calls it.
+
+NOTE [ Worker lifecycle ]
+The dataset crosses into each worker as configuration (pickled for ``spawn``, copied for
+``fork``); sources open connections lazily and check the pid, so nothing opened in the parent is
+used in a child. Map-style datasets are driven by an :class:`~tensorfeed.sampling.EpochSampler`
+in the main process, so the batch sequence depends only on ``(seed, epoch)``, never on
+``num_workers``. Iterable tensorfeed streams are wrapped in ``stream.batches(batch_size)`` and run
+with ``batch_size=None``: each worker slices whole batches from Arrow and converts them itself.
+Each worker seeds ``random``, numpy and torch from ``(seed, epoch, rank, worker)``.
+
+Checkpoints are torchdata's (``state_dict`` of the sampler, or of each worker's stream iterator,
+taken for the batch actually handed to the training loop) plus ``{"epoch", "dataset"}`` under the
+``"tensorfeed"`` key so a state dict from another dataset is refused, not silently misapplied.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import IterableDataset
+from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.stateful_dataloader import (
+    _StatefulSingleProcessDataLoaderIter,
+)
+
+from .collate_fn import Collate, batch_size_of
+from .dataset import MapDataset, StreamDataset, _BatchIterable
+from .errors import ConfigError, NoDeviceError, StateError
+from .sampling import EpochSampler, dist_rank_world, seed_worker_generators, shard_seed
+
+
+@dataclass
+class LoaderStats:
+    """Throughput of the current (or last) epoch, and how long the training loop waited."""
+
+    batches: int = 0
+    rows: int = 0
+    wait_s: float = 0.0
+    wall_s: float = 0.0
+    ddp_padded: int = 0  # batches repeated so this rank kept step with the others (ddp="pad")
+    ddp_dropped: int = 0  # batches left out so no rank got more than another (ddp="drop")
+    _t0: float | None = field(default=None, repr=False)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def wait_fraction(self) -> float:
+        """Share of wall time the training loop spent waiting for the next batch."""
+        return self.wait_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "batches": self.batches,
+            "rows": self.rows,
+            "rows_per_s": self.rows_per_s,
+            "wait_s": self.wait_s,
+            "wall_s": self.wall_s,
+            "wait_fraction": self.wait_fraction,
+            "ddp_padded": self.ddp_padded,
+            "ddp_dropped": self.ddp_dropped,
+        }
+
+
+@dataclass(frozen=True)
+class _WorkerInit:
+    """Seeds a worker's generators from (seed, epoch, rank, worker), then runs the user's hook."""
+
+    seed: int
+    epoch: int
+    rank: int
+    user_fn: Callable[[int], None] | None = None
+
+    def __call__(self, worker_id: int) -> None:
+        seed_worker_generators(shard_seed(self.seed, self.epoch, self.rank, worker_id))
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
+
+
+class BaseDataLoader(StatefulDataLoader):
+    """``tfd.DataLoader`` with ``num_workers`` an int (see :class:`tensorfeed.DataLoader`, whose
+    documentation this is; the tuner measures throughput with this class)."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int | None = 1,
+        shuffle: bool | None = None,
+        sampler: Any = None,
+        batch_sampler: Any = None,
+        num_workers: int | str = 0,
+        collate_fn: Callable[[Any], Any] | None = None,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        timeout: float = 0,
+        worker_init_fn: Callable[[int], None] | None = None,
+        multiprocessing_context: Any = None,
+        generator: torch.Generator | None = None,
+        *,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
+        pin_memory_device: str = "",
+        in_order: bool = True,
+        snapshot_every_n_steps: int | None = 1,
+        seed: int = 0,
+        batch_transform: Callable[[Any], Any] | None = None,
+        float_dtype: torch.dtype = torch.float32,
+        ddp: str = "pad",
+        device: str | torch.device | None = None,
+        prefetch_to_device: int = 0,
+    ) -> None:
+        workers = self._resolve_workers(num_workers, dataset, batch_size)
+        self.seed = int(seed)
+        self.stats = LoaderStats()
+        self._device = _check_device(device, prefetch_to_device)
+        self._prefetch_to_device = prefetch_to_device
+        if self._device is not None and self._device.type == "cuda":
+            pin_memory = True
+        self._next_epoch = 0
+        self.epoch = 0
+        self._source = dataset
+        self._rank = dist_rank_world()[0]
+        self._epoch_sampler: EpochSampler | None = None
+        if ddp not in ("pad", "drop"):
+            raise ConfigError(f"ddp must be 'pad' or 'drop', got {ddp!r}")
+        self._ddp = ddp
+
+        if collate_fn is None:
+            collate_fn = Collate(float_dtype, batch_transform)
+        elif batch_transform is not None:
+            collate_fn = _Compose(collate_fn, batch_transform)
+
+        if isinstance(dataset, StreamDataset):
+            if batch_sampler is not None or sampler is not None:
+                raise ConfigError("a tensorfeed stream cannot take a sampler or batch_sampler")
+            if shuffle:
+                raise ConfigError(
+                    "shuffle=True does not apply to a stream: give the stream a shuffle_buffer"
+                )
+            if batch_size is not None:
+                dataset = _BatchIterable(dataset, batch_size, drop_last)
+                batch_size, drop_last = None, False
+            shuffle = None
+        elif not isinstance(dataset, IterableDataset) and batch_sampler is None:
+            if sampler is None:
+                sampler = EpochSampler(len(dataset), bool(shuffle), self.seed, ddp=ddp)
+                shuffle = None
+            if isinstance(sampler, EpochSampler) and batch_size is not None:
+                batch_sampler = EpochBatchSampler(
+                    sampler, batch_size, drop_last, as_array=isinstance(dataset, MapDataset)
+                )
+                self._epoch_sampler = sampler
+                if workers == 0 and callable(getattr(dataset, "prefetch_hint", None)):
+                    batch_sampler.prefetch_hint = dataset.prefetch_hint
+                sampler, batch_size, drop_last = None, 1, False
+        if generator is None:
+            generator = torch.Generator().manual_seed(self.seed)
+
+        with warnings.catch_warnings():
+            # torchdata 0.11 calls a deprecated torch API in its constructor: silenced here
+            # only, for the user's sake (no global warning filter)
+            warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+            super().__init__(
+                dataset,
+                batch_size=batch_size,
+                shuffle=shuffle,
+                sampler=sampler,
+                batch_sampler=batch_sampler,
+                num_workers=workers,
+                collate_fn=collate_fn,
+                pin_memory=pin_memory,
+                drop_last=drop_last,
+                timeout=timeout,
+                worker_init_fn=_WorkerInit(self.seed, 0, self._rank, worker_init_fn),
+                multiprocessing_context=multiprocessing_context,
+                generator=generator,
+                prefetch_factor=prefetch_factor,
+                persistent_workers=persistent_workers,
+                pin_memory_device=pin_memory_device,
+                in_order=in_order,
+                snapshot_every_n_steps=snapshot_every_n_steps,
+            )
+
+    @staticmethod
+    def _resolve_workers(num_workers: int | str, dataset: Any, batch_size: int | None) -> int:
+        """The worker count to start (``tfd.DataLoader`` also resolves ``"auto"``)."""
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(
+                f"num_workers must be a non-negative int or 'auto', got {num_workers!r}"
+            )
+        return num_workers
+
+    # -- epochs -----------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter(loader)`` run epoch ``epoch`` (a new shuffle order)."""
+        self._next_epoch = int(epoch)
+
+    def _prepare_epoch(self) -> None:
+        resuming = self.next_iter_state is not None
+        if not resuming:
+            self.epoch = self._next_epoch
+        self._next_epoch = self.epoch + 1
+        sampler = self._epoch_sampler or self.sampler
+        if hasattr(sampler, "set_epoch") and not resuming:
+            sampler.set_epoch(self.epoch)
+        user_batches = self.batch_sampler
+        if (
+            not isinstance(user_batches, EpochBatchSampler)
+            and hasattr(user_batches, "set_epoch")
+            and not resuming
+        ):
+            user_batches.set_epoch(self.epoch)  # e.g. LakeDataset.locality_sampler(batch_size=)
+        ds = self.dataset
+        if isinstance(ds, _BatchIterable | StreamDataset) and not resuming:
+            ds.set_epoch(self.epoch)
+        # DataLoader forbids re-assigning worker_init_fn after __init__ (it is guarded by
+        # __setattr__ only for a few names), so rebuild it through object.__setattr__.
+        object.__setattr__(
+            self,
+            "worker_init_fn",
+            _WorkerInit(self.seed, self.epoch, self._rank, self.worker_init_fn.user_fn),
+        )
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        self._prepare_epoch()
+        self._before_workers()
+        it = super().__iter__()
+        self.stats = LoaderStats()
+        inner: Iterator[Any] = it
+        if isinstance(self.dataset, _BatchIterable) and dist_rank_world()[1] > 1:
+            inner = _EvenRanksIterator(inner, self._ddp, self.stats)
+        inner = _StatsIterator(inner, self.stats)
+        if self._device is not None and self._prefetch_to_device > 0:
+            inner = _DevicePrefetcher(inner, self._device, self._prefetch_to_device)
+        elif self._device is not None:
+            inner = (_to_device(b, self._device, False) for b in inner)
+        return inner
+
+    def _get_iterator(self) -> Any:
+        if self.num_workers == 0 and not isinstance(self.dataset, IterableDataset):
+            me: Any = self  # torchdata leaves next_iter_state untyped
+            state, me.next_iter_state = me.next_iter_state, None
+            return _LeanSingleProcessIter(self, state)
+        return super()._get_iterator()
+
+    def _before_workers(self) -> None:
+        """Let the dataset load what its forked workers should share (SQLDataset's kept rows)
+        before they start; spawned workers would each receive a pickled copy, so not then."""
+        hook = getattr(self.dataset, "_before_workers", None)
+        if self.num_workers == 0 or not callable(hook):
+            return
+        ctx = self.multiprocessing_context
+        method = (
+            ctx.get_start_method()
+            if ctx is not None
+            else torch.multiprocessing.get_start_method(allow_none=True)
+        )
+        if (method or torch.multiprocessing.get_all_start_methods()[0]) == "fork":
+            hook()
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _identity(self) -> str:
+        fp = getattr(self._source, "fingerprint", None)
+        if callable(fp):
+            return str(fp())
+        if isinstance(self._source, StreamDataset):
+            return self._source.describe()
+        n = len(self._source) if hasattr(self._source, "__len__") else -1
+        return f"{type(self._source).__name__}:{n}"
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["tensorfeed"] = {"epoch": self.epoch, "dataset": self._identity(), "seed": self.seed}
+        # A sampler fed by the training loop (HardExampleSampler.update) has state the loop
+        # changed after torchdata's snapshot of it: save the loop's view too.
+        loop = getattr(self._epoch_sampler or self.sampler, "loop_state_dict", None)
+        if callable(loop):
+            state["tensorfeed"]["sampler_loop"] = loop()
+        # A source that acts on checkpoints (KafkaStream(commit_on_checkpoint=True)) sees them.
+        hook = getattr(self._source, "_on_checkpoint", None)
+        if callable(hook):
+            hook(state)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        ours = state_dict.get("tensorfeed")
+        if ours is None:
+            raise StateError("this state dict was not made by tfd.DataLoader.state_dict()")
+        if ours["dataset"] != self._identity():
+            raise StateError(
+                f"this state dict is from dataset {ours['dataset']!r}, not {self._identity()!r}"
+            )
+        if ours["seed"] != self.seed:
+            raise StateError(f"this state dict was made with seed={ours['seed']}, not {self.seed}")
+        rest = {k: v for k, v in state_dict.items() if k != "tensorfeed"}
+        super().load_state_dict(rest)
+        if "sampler_loop" in ours:
+            sampler: Any = self._epoch_sampler or self.sampler
+            sampler.load_loop_state_dict(ours["sampler_loop"])
+        self.epoch = int(ours["epoch"])
+        self._next_epoch = self.epoch
+        if isinstance(self.dataset, _BatchIterable | StreamDataset):
+            self.dataset.set_epoch(self.epoch)
+
+
+class _LeanSingleProcessIter(_StatefulSingleProcessDataLoaderIter):
+    """torchdata's in-process iterator, minus the ``record_function`` that torch's ``__next__``
+    opens for every batch even when no profiler runs: measured ~55 us of a ~250 us batch of 1024
+    in-memory rows (benchmarks/loader.py). Under an active profiler it is torch's ``__next__``,
+    so the ``enumerate(DataLoader)`` spans still show up. Map-style datasets only (torch's
+    ``__next__`` also checks an IterableDataset's reported length)."""
+
+    def __next__(self) -> Any:
+        if torch.autograd._profiler_enabled():
+            return super().__next__()
+        try:
+            if self._sampler_iter is None:
+                self._reset()  # type: ignore[call-arg]
+            data = self._next_data()
+            self._num_yielded += 1
+            return data
+        except StopIteration:
+            self._finished = True
+            raise
+
+
+class EpochBatchSampler:
+    """Whole batches of an :class:`EpochSampler` as slices of its order (numpy arrays for
+    tensorfeed datasets, lists otherwise), instead of one Python int at a time. Its state is the
+    sampler's, so a checkpoint resumes at the exact batch."""
+
+    def __init__(self, sampler: EpochSampler, batch_size: int, drop_last: bool, as_array: bool):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.as_array = as_array
+        # set by tfd.DataLoader when the dataset is read in this process and can fetch ahead
+        self.prefetch_hint: Callable[[Any], None] | None = None
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Any]:
+        sampler, bs = self.sampler, self.batch_size
+        order = sampler._order()
+        start, sampler._resume_at = sampler._resume_at, 0
+        sampler._yielded = start
+        stop = len(order) - (len(order) - start) % bs if self.drop_last else len(order)
+        hint = self.prefetch_hint
+        for s in range(start, stop, bs):
+            chunk = order[s : min(s + bs, stop)]
+            sampler._yielded += len(chunk)
+            if hint is not None and s + bs < stop:
+                hint(order[s + bs : min(s + 2 * bs, stop)])  # see sources/sql/dataset.py NOTE
+            yield chunk if self.as_array else chunk.tolist()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
+
+
+@dataclass(frozen=True)
+class _Compose:
+    collate_fn: Callable[[Any], Any]
+    batch_transform: Callable[[Any], Any]
+
+    def __call__(self, batch: Any) -> Any:
+        return self.batch_transform(self.collate_fn(batch))
+
+
+class _EvenRanksIterator:
+    """Keeps DDP ranks in step on streams, whose shards can hold different numbers of rows:
+    before each batch the ranks agree (one all_reduce of a flag) whether every rank has one.
+    "drop" stops all ranks when the first runs out (the others' extra batches are counted in
+    ``stats.ddp_dropped``); "pad" lets a finished rank repeat its last batch until all are done
+    (``stats.ddp_padded``). Either way no rank waits forever in a collective."""
+
+    def __init__(self, it: Iterator[Any], policy: str, stats: LoaderStats) -> None:
+        self._it, self._policy, self._stats = it, policy, stats
+        self._last: Any = None
+        self._done = False
+
+    def __iter__(self) -> _EvenRanksIterator:
+        return self
+
+    def __next__(self) -> Any:
+        import torch.distributed as dist
+
+        batch: Any = None
+        if not self._done:
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                self._done = True
+        # [ranks that have a batch now, ranks that finished without ever having one]
+        flags = torch.tensor([0 if self._done else 1, int(self._done and self._last is None)])
+        dist.all_reduce(flags, op=dist.ReduceOp.SUM)
+        have, empty = int(flags[0]), int(flags[1])
+        world = dist.get_world_size()
+        if have == 0 or (self._policy == "drop" and have < world):
+            if not self._done:
+                self._stats.ddp_dropped += 1 + sum(1 for _ in self._it)
+                self._done = True
+            raise StopIteration
+        if empty:  # "pad" with a rank that has nothing to repeat: fail on every rank alike
+            raise ConfigError(
+                f"{empty} DDP rank(s) received no data this epoch (more ranks x workers than "
+                "partitions or files?) so ddp='pad' has nothing to repeat; use ddp='drop' or "
+                "fewer workers"
+            )
+        if self._done:  # "pad": others still have batches; repeat ours
+            self._stats.ddp_padded += 1
+            return self._last
+        self._last = batch
+        return batch
+
+
+class _StatsIterator:
+    def __init__(self, it: Iterator[Any], stats: LoaderStats) -> None:
+        self._it = it
+        self._stats = stats
+
+    def __iter__(self) -> _StatsIterator:
+        return self
+
+    def __next__(self) -> Any:
+        st = self._stats
+        t = time.perf_counter()
+        if st._t0 is None:
+            st._t0 = t
+        try:
+            batch = next(self._it)
+        finally:
+            now = time.perf_counter()
+            st.wait_s += now - t
+            st.wall_s = now - st._t0
+        st.batches += 1
+        st.rows += batch_size_of(batch)
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._it)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def _check_device(device: str | torch.device | None, prefetch: int) -> torch.device | None:
+    if prefetch < 0:
+        raise ConfigError(f"prefetch_to_device must be >= 0, got {prefetch}")
+    if device is None:
+        if prefetch:
+            raise ConfigError("prefetch_to_device needs device= (for example device='cuda')")
+        return None
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise NoDeviceError(
+            f"device={str(device)!r} was asked for but torch sees no CUDA device on this machine "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
+            "tensorfeed does not silently fall back to the CPU"
+        )
+    return dev
+
+
+def _to_device(batch: Any, device: torch.device, non_blocking: bool) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, tuple):
+        return tuple(_to_device(v, device, non_blocking) for v in batch)
+    return batch
+
+
+def _record(batch: Any, stream: Any) -> None:
+    if isinstance(batch, torch.Tensor):
+        batch.record_stream(stream)
+    elif isinstance(batch, dict):
+        for v in batch.values():
+            _record(v, stream)
+    elif isinstance(batch, tuple):
+        for v in batch:
+            _record(v, stream)
+
+
+class _DevicePrefetcher:
+    """Copies the next ``depth`` batches to the device on a side CUDA stream (non_blocking from
+    pinned memory), so the copy of batch k+1 overlaps the training step on batch k."""
+
+    def __init__(self, it: Iterator[Any], device: torch.device, depth: int) -> None:
+        self._it = it
+        self._device = device
+        self._depth = depth
+        self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._queue: deque[Any] = deque()
+        self._done = False
+
+    def __iter__(self) -> _DevicePrefetcher:
+        return self
+
+    def _fill(self) -> None:
+        while not self._done and len(self._queue) < self._depth:
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                self._done = True
+                break
+            if self._stream is not None:
+                with torch.cuda.stream(self._stream):
+                    batch = _to_device(batch, self._device, True)
+            else:
+                batch = _to_device(batch, self._device, True)
+            self._queue.append(batch)
+
+    def __next__(self) -> Any:
+        self._fill()
+        if not self._queue:
+            raise StopIteration
+        batch = self._queue.popleft()
+        if self._stream is not None:
+            current = torch.cuda.current_stream(self._device)
+            current.wait_stream(self._stream)
+            _record(batch, current)
+        self._fill()
+        return batch
