@@ -10,20 +10,36 @@ import contextlib
 import logging
 import os
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..._deps import require
 from ...errors import ConfigError, ConnectionFailedError, NotFoundError
-
-if TYPE_CHECKING:
-    from .stream import KafkaStream
-
 
 # librdkafka's own log lines (connection refused, retries ...) go to this logger; like any library
 # logger it stays silent unless the application configures logging. Errors that matter are raised
 # or counted in KafkaStream.stats.
 log = logging.getLogger("tensorfeed.kafka")
 log.addHandler(logging.NullHandler())
+
+
+class KafkaSettings(Protocol):
+    """The settings of a stream that its client reads (``KafkaStream`` has them all). Declared
+    here, below the stream, so the client and the reader need nothing above them."""
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+
+    @property
+    def topics(self) -> list[str]: ...
+
+    @property
+    def group_id(self) -> str | None: ...
+
+    @property
+    def config(self) -> dict[str, Any]: ...
+
+    @property
+    def timeout(self) -> float: ...
 
 
 def pkey(topic: str, partition: int) -> str:
@@ -69,7 +85,7 @@ def close_consumer(consumer: Any) -> None:
         _OPEN.pop(id(consumer), None)
 
 
-def make_consumer(stream: KafkaStream, on_error: Any = None) -> Any:
+def make_consumer(stream: KafkaSettings, on_error: Any = None) -> Any:
     ck = require("confluent_kafka", "kafka", "reading Kafka")
     conf: dict[str, Any] = {
         "bootstrap.servers": stream.bootstrap_servers,
@@ -97,7 +113,7 @@ def make_consumer(stream: KafkaStream, on_error: Any = None) -> Any:
     return consumer
 
 
-def kafka_call(stream: KafkaStream, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+def kafka_call(stream: KafkaSettings, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a metadata call, turning client errors into tensorfeed errors (no secrets)."""
     ck = require("confluent_kafka", "kafka")
     try:
@@ -112,7 +128,7 @@ def kafka_call(stream: KafkaStream, what: str, fn: Any, *args: Any, **kwargs: An
         ) from None
 
 
-def list_partitions(stream: KafkaStream, consumer: Any) -> list[tuple[str, int]]:
+def list_partitions(stream: KafkaSettings, consumer: Any) -> list[tuple[str, int]]:
     """Every (topic, partition) of the stream's topics, in a fixed order."""
     out: list[tuple[str, int]] = []
     for topic in stream.topics:
@@ -147,7 +163,7 @@ def _explicit(spec: dict[Any, int], parts: list[tuple[str, int]]) -> dict[str, i
 
 
 def resolve_offsets(
-    stream: KafkaStream, consumer: Any, parts: list[tuple[str, int]], spec: Any, what: str
+    stream: KafkaSettings, consumer: Any, parts: list[tuple[str, int]], spec: Any, what: str
 ) -> dict[str, int]:
     """Numeric offsets for ``spec`` ("earliest", "latest"/"now", "committed", a timestamp or an
     explicit dict; a partition missing from a dict starts at the earliest offset)."""

@@ -33,12 +33,13 @@ import weakref
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from ..._deps import require
+from ...columns import SampleSpec
 from ...errors import (
     ConnectionFailedError,
     DataError,
@@ -48,6 +49,7 @@ from ...errors import (
 )
 from ...sampling import World
 from .client import (
+    KafkaSettings,
     close_consumer,
     list_partitions,
     log,
@@ -57,10 +59,6 @@ from .client import (
     split_pkey,
 )
 from .decode import Decoder
-
-if TYPE_CHECKING:
-    from .stream import KafkaStream
-
 
 META_KEY = b"tensorfeed.kafka"
 META_COLUMNS = ("key", "topic", "partition", "offset", "timestamp")
@@ -91,10 +89,55 @@ class KafkaStats:
         }
 
 
+class ShardSource(KafkaSettings, Protocol):
+    """What a shard reader reads from its stream, beyond the client's settings (``KafkaStream``
+    has it all; see its docstring for what each one means)."""
+
+    @property
+    def decode(self) -> Any: ...
+
+    @property
+    def schema(self) -> pa.Schema | None: ...
+
+    @property
+    def value_columns(self) -> list[str] | None: ...
+
+    @property
+    def meta_columns(self) -> list[str]: ...
+
+    @property
+    def spec(self) -> SampleSpec: ...
+
+    @property
+    def start(self) -> Any: ...
+
+    @property
+    def end(self) -> Any: ...
+
+    @property
+    def idle_timeout(self) -> float | None: ...
+
+    @property
+    def on_error(self) -> str: ...
+
+    @property
+    def poll_batch(self) -> int: ...
+
+    @property
+    def poll_timeout(self) -> float: ...
+
+    @property
+    def stats(self) -> KafkaStats: ...
+
+    def describe(self) -> str: ...
+
+    def output_columns(self, present: list[str]) -> list[str]: ...
+
+
 class ShardReader:
     """Reads one shard for one epoch (see NOTE [ Kafka offsets as stream positions ])."""
 
-    def __init__(self, stream: KafkaStream, world: World, epoch: int, position: Any) -> None:
+    def __init__(self, stream: ShardSource, world: World, epoch: int, position: Any) -> None:
         self.stream = stream
         self.world = world
         self.epoch = epoch

@@ -26,7 +26,7 @@ from ...columns import RowLocator, make_spec
 from ...dataset import StreamDataset, _digest
 from ...errors import ConfigError, StateError
 from ...sampling import World
-from .client import close_consumer, kafka_call, make_consumer, split_pkey
+from .client import close_consumer, kafka_call, list_partitions, make_consumer, split_pkey
 from .decode import as_schema
 from .reader import LIVE_READERS, META_COLUMNS, META_KEY, KafkaStats, ShardReader
 
@@ -339,8 +339,6 @@ class KafkaStream(StreamDataset):
 
     def committed(self, group_id: str | None = None) -> dict[tuple[str, int], int]:
         """The group's committed offsets for every partition of the topics (-1: none)."""
-        from .client import list_partitions
-
         group = group_id or self.group_id
         if not group:
             raise ConfigError("committed() needs a group_id")
@@ -363,8 +361,6 @@ class KafkaStream(StreamDataset):
     def lag(self, state_or_loader: Any = None) -> dict[tuple[str, int], int]:
         """Messages behind the end of each partition: from a checkpoint's offsets, or (without
         one) from the group's committed offsets."""
-        from .client import list_partitions
-
         ck = require("confluent_kafka", "kafka")
         consumer = make_consumer(self)
         try:

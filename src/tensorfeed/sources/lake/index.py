@@ -36,6 +36,7 @@ from .pruning import (
     row_positions,
     validate_filter,
 )
+from .read import read_unit_table
 from .schema import cast_to, unify_schemas
 
 log = logging.getLogger("tensorfeed.lake")
@@ -338,8 +339,6 @@ def _resolve_partial(
     fs: Any, spec: LakeSpec, plan: Plan, facts: dict[int, FileFacts], threads: int
 ) -> None:
     """Map-style: read the filter columns of each partial unit once; keep matching row numbers."""
-    from .read import read_unit_table
-
     todo = np.flatnonzero(plan.unit_partial)
     progress = _Progress(f"filtering {spec.shown}", len(todo), "row group")
 
