@@ -126,9 +126,15 @@ class EpochSampler(Sampler[int]):
     ) -> None:
         if num_items < 0:
             raise ConfigError(f"num_items must be >= 0, got {num_items}")
+        self.num_items = num_items
+        self._start(shuffle, seed, rank, world_size, ddp)
+
+    def _start(
+        self, shuffle: bool, seed: int, rank: int | None, world_size: int | None, ddp: str
+    ) -> None:
+        """The state of a sampler before its first epoch (also the drawing samplers')."""
         if ddp not in ("pad", "drop"):
             raise ConfigError(f"ddp policy must be 'pad' or 'drop', got {ddp!r}")
-        self.num_items = num_items
         self.shuffle = shuffle
         self.seed = int(seed)
         self.rank, self.world_size = resolve_rank_world(rank, world_size)
@@ -175,15 +181,22 @@ class EpochSampler(Sampler[int]):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k in ("num_items", "seed", "shuffle", "world_size"):
-            if state.get(k) != getattr(self, k):
-                raise StateError(
-                    f"sampler state is from a different run: {k}={state.get(k)!r} in the state, "
-                    f"{getattr(self, k)!r} here (a state dict from another dataset or config?)"
-                )
+        keys = ("num_items", "seed", "shuffle", "world_size")
+        check_state(state, {k: getattr(self, k) for k in keys}, "dataset or config")
         self.epoch = int(state["epoch"])
         self._resume_at = int(state["yielded"])
         self._yielded = self._resume_at
+
+
+def check_state(state: dict[str, Any], identity: dict[str, Any], other: str) -> None:
+    """Refuse a sampler state dict whose ``identity`` entries differ from this sampler's: it
+    comes from another ``other`` (dataset, lake ...) or configuration."""
+    for k, ours in identity.items():
+        if state.get(k) != ours:
+            raise StateError(
+                f"sampler state is from a different run: {k}={state.get(k)!r} in the state, "
+                f"{ours!r} here (a state dict from another {other}?)"
+            )
 
 
 def seed_worker_generators(seed: int) -> None:

@@ -16,8 +16,8 @@ from .sampling import (
     EpochSampler,
     _digest_array,
     _unique_labels,
+    check_state,
     read_column,
-    resolve_rank_world,
     split_for_ranks,
 )
 
@@ -28,13 +28,6 @@ from .sampling import (
 # equal shares of the same draw. Like EpochSampler, they count the indices yielded this epoch;
 # ``state_dict()`` records that count and ``load_state_dict()`` makes the next ``iter()`` redo
 # the same draw and continue after it, so a resumed epoch equals the uninterrupted one.
-
-
-def _state_mismatch(what: str, theirs: Any, ours: Any) -> StateError:
-    return StateError(
-        f"sampler state is from a different run: {what}={theirs!r} in the state, {ours!r} here "
-        "(a state dict from another dataset or configuration?)"
-    )
 
 
 class _DrawSampler(EpochSampler):
@@ -53,16 +46,7 @@ class _DrawSampler(EpochSampler):
         world_size: int | None,
         ddp: str,
     ) -> None:
-        if ddp not in ("pad", "drop"):
-            raise ConfigError(f"ddp policy must be 'pad' or 'drop', got {ddp!r}")
-        self.shuffle = True
-        self.seed = int(seed)
-        self.rank, self.world_size = resolve_rank_world(rank, world_size)
-        self.ddp = ddp
-        self.epoch = 0
-        self.uneven = 0  # draws padded (ddp="pad") or dropped (ddp="drop") this epoch
-        self._yielded = 0
-        self._resume_at = 0
+        self._start(True, seed, rank, world_size, ddp)
 
     # -- what a subclass provides -------------------------------------------------------------
     def _total(self) -> int:
@@ -110,9 +94,7 @@ class _DrawSampler(EpochSampler):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         expect = {"sampler": type(self).__name__, **self._identity()}
         expect.update(seed=self.seed, world_size=self.world_size)
-        for k, ours in expect.items():
-            if state.get(k) != ours:
-                raise _state_mismatch(k, state.get(k), ours)
+        check_state(state, expect, "dataset or configuration")
         self.epoch = int(state["epoch"])
         self._resume_at = int(state["yielded"])
         self._yielded = self._resume_at

@@ -26,20 +26,11 @@ class KafkaSettings(Protocol):
     """The settings of a stream that its client reads (``KafkaStream`` has them all). Declared
     here, below the stream, so the client and the reader need nothing above them."""
 
-    @property
-    def bootstrap_servers(self) -> str: ...
-
-    @property
-    def topics(self) -> list[str]: ...
-
-    @property
-    def group_id(self) -> str | None: ...
-
-    @property
-    def config(self) -> dict[str, Any]: ...
-
-    @property
-    def timeout(self) -> float: ...
+    bootstrap_servers: str
+    topics: list[str]
+    group_id: str | None
+    config: dict[str, Any]
+    timeout: float
 
 
 def pkey(topic: str, partition: int) -> str:
@@ -188,39 +179,27 @@ def resolve_offsets(
         return watermarks(0)
     if isinstance(spec, str) and spec in ("latest", "now"):
         return watermarks(1)
+
+    def found(what: str, call: Any, tps: list[Any], otherwise: int) -> dict[str, int]:
+        """The broker's offset for each partition, or watermark ``otherwise`` where it has none."""
+        got = kafka_call(stream, what, call, tps, timeout=stream.timeout)
+        mark = watermarks(otherwise)
+        return {
+            pkey(x.topic, x.partition): x.offset
+            if x.offset >= 0
+            else mark[pkey(x.topic, x.partition)]
+            for x in got
+        }
+
     if isinstance(spec, str) and spec == "committed":
         if not stream.group_id:
             raise ConfigError(f"{what}='committed' needs a group_id")
-        got = kafka_call(
-            stream,
-            f"read the committed offsets of group {stream.group_id!r}",
-            consumer.committed,
-            [tp(t, p) for t, p in parts],
-            timeout=stream.timeout,
-        )
-        low = watermarks(0)
-        return {
-            pkey(x.topic, x.partition): (
-                x.offset if x.offset >= 0 else low[pkey(x.topic, x.partition)]
-            )
-            for x in got
-        }
+        group = f"read the committed offsets of group {stream.group_id!r}"
+        return found(group, consumer.committed, [tp(t, p) for t, p in parts], 0)
     if isinstance(spec, datetime | int | float) and not isinstance(spec, bool):
         ms = _ms(spec)
-        got = kafka_call(
-            stream,
-            f"look up offsets by timestamp {ms}",
-            consumer.offsets_for_times,
-            [tp(t, p, ms) for t, p in parts],
-            timeout=stream.timeout,
-        )
-        high = watermarks(1)
-        return {
-            pkey(x.topic, x.partition): (
-                x.offset if x.offset >= 0 else high[pkey(x.topic, x.partition)]
-            )
-            for x in got
-        }
+        when = f"look up offsets by timestamp {ms}"
+        return found(when, consumer.offsets_for_times, [tp(t, p, ms) for t, p in parts], 1)
     if isinstance(spec, dict):
         given = _explicit(spec, parts)
         if any(v is None for v in given.values()):

@@ -136,45 +136,44 @@ class Decoder:
         return table.filter(pa.array(~bad_mask)), bad
 
     def _json_slow(self, values: list[bytes | None]) -> tuple[pa.Table, Bad]:
-        rows: list[dict[str, Any]] = []
-        good: list[int] = []
-        bad: Bad = []
-        for i, v in enumerate(values):
-            if v is None:
-                bad.append((i, "the value is empty (a tombstone)"))
-                continue
-            try:
-                obj = json.loads(v)
-            except (ValueError, UnicodeDecodeError) as exc:
-                bad.append((i, f"the value is not JSON ({exc.__class__.__name__}: {exc})"))
-                continue
-            if not isinstance(obj, dict):
-                bad.append((i, f"the value is a JSON {type(obj).__name__}, not an object"))
-                continue
-            rows.append(obj)
-            good.append(i)
-        return self._from_rows(rows, good, bad)
+        return self._each(values, _json_value, "the value is a JSON {}, not an object")
 
     # -- callables ------------------------------------------------------------------------------
     def _callable(self, values: list[bytes | None]) -> tuple[pa.Table, Bad]:
         fn: Callable[[bytes], dict[str, Any]] = self.kind  # type: ignore[assignment]
+
+        def call(value: bytes | None) -> Any:
+            try:
+                return fn(value)  # type: ignore[arg-type]
+            except Exception as exc:
+                raise _Malformed(
+                    f"decode function raised {exc.__class__.__name__}: {exc}"
+                ) from None
+
+        return self._each(values, call, "decode function returned {}, not a dict")
+
+    # -- shared slow path -----------------------------------------------------------------------
+    def _each(
+        self, values: list[bytes | None], parse: Callable[[bytes | None], Any], not_a_dict: str
+    ) -> tuple[pa.Table, Bad]:
+        """Decode value by value: ``parse`` raises _Malformed for a value it cannot decode, and a
+        result that is not a dict is malformed too (``not_a_dict`` says so, ``{}`` its type)."""
         rows: list[dict[str, Any]] = []
         good: list[int] = []
         bad: Bad = []
         for i, v in enumerate(values):
             try:
-                obj = fn(v)  # type: ignore[arg-type]
-            except Exception as exc:
-                bad.append((i, f"decode function raised {exc.__class__.__name__}: {exc}"))
+                obj = parse(v)
+            except _Malformed as exc:
+                bad.append((i, str(exc)))
                 continue
             if not isinstance(obj, dict):
-                bad.append((i, f"decode function returned {type(obj).__name__}, not a dict"))
+                bad.append((i, not_a_dict.format(type(obj).__name__)))
                 continue
             rows.append(obj)
             good.append(i)
         return self._from_rows(rows, good, bad)
 
-    # -- shared slow path -----------------------------------------------------------------------
     def _from_rows(
         self, rows: list[dict[str, Any]], good: list[int], bad: Bad
     ) -> tuple[pa.Table, Bad]:
@@ -233,3 +232,16 @@ def _check_row(row: dict[str, Any], checks: list[tuple[str, Callable[[Any], bool
                 f"field {name!r} has the wrong type ({type(row[name]).__name__} {row[name]!r:.40})"
             )
     return None
+
+
+class _Malformed(Exception):
+    """A message value that cannot become a row; the text says why."""
+
+
+def _json_value(value: bytes | None) -> Any:
+    if value is None:
+        raise _Malformed("the value is empty (a tombstone)")
+    try:
+        return json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _Malformed(f"the value is not JSON ({exc.__class__.__name__}: {exc})") from None

@@ -91,43 +91,20 @@ class KafkaStats:
 
 class ShardSource(KafkaSettings, Protocol):
     """What a shard reader reads from its stream, beyond the client's settings (``KafkaStream``
-    has it all; see its docstring for what each one means)."""
+    has it all; its docstring says what each one means)."""
 
-    @property
-    def decode(self) -> Any: ...
-
-    @property
-    def schema(self) -> pa.Schema | None: ...
-
-    @property
-    def value_columns(self) -> list[str] | None: ...
-
-    @property
-    def meta_columns(self) -> list[str]: ...
-
-    @property
-    def spec(self) -> SampleSpec: ...
-
-    @property
-    def start(self) -> Any: ...
-
-    @property
-    def end(self) -> Any: ...
-
-    @property
-    def idle_timeout(self) -> float | None: ...
-
-    @property
-    def on_error(self) -> str: ...
-
-    @property
-    def poll_batch(self) -> int: ...
-
-    @property
-    def poll_timeout(self) -> float: ...
-
-    @property
-    def stats(self) -> KafkaStats: ...
+    decode: Any
+    schema: pa.Schema | None
+    value_columns: list[str] | None
+    meta_columns: list[str]
+    spec: SampleSpec
+    start: Any
+    end: Any
+    idle_timeout: float | None
+    on_error: str
+    poll_batch: int
+    poll_timeout: float
+    stats: KafkaStats
 
     def describe(self) -> str: ...
 

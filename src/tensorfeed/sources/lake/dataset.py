@@ -86,15 +86,9 @@ class LakeDataset(MapDataset):
         threads: int = 8,
     ) -> None:
         self.spec = make_spec(features, target, transform, target_transform)
+        needed = self.spec.needed_columns()
         self.lake = _lake_spec(
-            uri,
-            format,
-            partitioning,
-            columns,
-            filter,
-            storage_options,
-            filesystem,
-            self.spec.needed_columns(),
+            uri, format, partitioning, columns, filter, storage_options, filesystem, needed
         )
         self.cache_bytes = int(cache_bytes)
         self.threads = int(threads)
@@ -124,8 +118,7 @@ class LakeDataset(MapDataset):
     @property
     def files(self) -> list[str]:
         """The pinned files of this epoch (credential-free display names)."""
-        used = set(self._plan.unit_file.tolist())
-        return [f.display for i, f in enumerate(self._plan.files) if i in used]
+        return self._plan.used_files()
 
     @property
     def schema(self) -> pa.Schema:
@@ -155,12 +148,7 @@ class LakeDataset(MapDataset):
         return loc
 
     def _filesystem(self) -> Any:
-        from .fs import filesystem_for
-
-        if self.lake.filesystem is not None:
-            return self.lake.filesystem
-        loc = self.lake.locations[0]
-        return filesystem_for(loc.scheme, self.lake.s3, loc.path.split("/", 1)[0])
+        return self.lake.open_filesystem()
 
     def _unit(self, u: int) -> _Decoded:
         st = self._state()

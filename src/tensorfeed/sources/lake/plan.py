@@ -24,7 +24,15 @@ import numpy as np
 import pyarrow as pa
 
 from ...errors import ConfigError
-from .fs import FileEntry, Location, S3Options, display_uri, parse_location, parse_storage_options
+from .fs import (
+    FileEntry,
+    Location,
+    S3Options,
+    display_uri,
+    filesystem_for,
+    parse_location,
+    parse_storage_options,
+)
 from .pruning import normalize_filter
 
 FORMATS = ("parquet", "csv", "json")
@@ -46,6 +54,13 @@ class LakeSpec:
 
     def s3_or_none(self) -> S3Options | None:
         return self.s3 if self.locations and self.locations[0].scheme == "s3" else None
+
+    def open_filesystem(self) -> Any:
+        """The given ``filesystem``, or one for the lake's scheme (on S3: for its bucket)."""
+        if self.filesystem is not None:
+            return self.filesystem
+        loc = self.locations[0]
+        return filesystem_for(loc.scheme, self.s3, loc.path.split("/", 1)[0])
 
 
 @dataclass
@@ -84,6 +99,11 @@ class Plan:
             return None
         off = int(self.sel_off[u])
         return self.sel[off : off + int(self.unit_rows[u])]
+
+    def used_files(self) -> list[str]:
+        """The pinned files that hold a unit of this epoch (credential-free display names)."""
+        used = set(self.unit_file.tolist())
+        return [f.display for i, f in enumerate(self.files) if i in used]
 
     def unit_name(self, u: int) -> str:
         f = self.files[int(self.unit_file[u])].display

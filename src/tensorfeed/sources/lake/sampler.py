@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
-from ...errors import ConfigError, StateError
-from ...sampling import resolve_rank_world
+from ...errors import ConfigError
+from ...sampling import check_state, resolve_rank_world
 
 
 def locality_order(unit_rows: np.ndarray, seed: int, epoch: int, window: int) -> np.ndarray:
@@ -159,12 +159,8 @@ class LocalitySampler(Sampler[int]):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k in ("num_items", "seed", "window", "world_size"):
-            if state.get(k) != getattr(self, k):
-                raise StateError(
-                    f"sampler state is from a different run: {k}={state.get(k)!r} in the state, "
-                    f"{getattr(self, k)!r} here (a state dict from another lake or config?)"
-                )
+        keys = ("num_items", "seed", "window", "world_size")
+        check_state(state, {k: getattr(self, k) for k in keys}, "lake or config")
         self.epoch = int(state["epoch"])
         self._resume_at = int(state["yielded"])
         self._live = None

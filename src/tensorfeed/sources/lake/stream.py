@@ -56,15 +56,9 @@ class LakeStream(StreamDataset):
         if read_ahead < 0:
             raise ConfigError(f"read_ahead must be >= 0, got {read_ahead}")
         self.spec = make_spec(features, target, transform, target_transform)
+        needed = self.spec.needed_columns()
         self.lake = _lake_spec(
-            uri,
-            format,
-            partitioning,
-            columns,
-            filter,
-            storage_options,
-            filesystem,
-            self.spec.needed_columns(),
+            uri, format, partitioning, columns, filter, storage_options, filesystem, needed
         )
         self.shuffle_buffer = int(shuffle_buffer)
         self.seed = int(seed)
@@ -119,8 +113,7 @@ class LakeStream(StreamDataset):
 
     @property
     def files(self) -> list[str]:
-        used = set(self._plan.unit_file.tolist())
-        return [f.display for i, f in enumerate(self._plan.files) if i in used]
+        return self._plan.used_files()
 
     @property
     def schema(self) -> pa.Schema:
@@ -129,15 +122,7 @@ class LakeStream(StreamDataset):
     def _fs(self) -> Any:
         self._facts_cache()
         if self._local.get("fs") is None:
-            from .fs import filesystem_for
-
-            if self.lake.filesystem is not None:
-                self._local["fs"] = self.lake.filesystem
-            else:
-                loc = self.lake.locations[0]
-                self._local["fs"] = filesystem_for(
-                    loc.scheme, self.lake.s3, loc.path.split("/", 1)[0]
-                )
+            self._local["fs"] = self.lake.open_filesystem()
         return self._local["fs"]
 
     # -- the StreamDataset contract ---------------------------------------------------------
