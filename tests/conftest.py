@@ -46,11 +46,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # torch makes its compile cache in $TMPDIR/torchinductor_<user> as soon as an optimizer is
     # built (torch._dynamo is imported): point it into the session's directory, removed below
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(root, "torchinductor"))
-    # multiprocessing removes its own temporary directory at exit, after this session ends: make
-    # it now (so its name is known) and remove the session's directory after it
+    # multiprocessing removes its own temporary directory at exit, after this session ends:
+    # remove the session's directory after it
     import multiprocessing.util as mp_util
 
-    _SESSION["pymp"] = os.path.basename(mp_util.get_temp_dir())
     mp_util.Finalize(
         None, shutil.rmtree, args=(root,), kwargs={"ignore_errors": True}, exitpriority=-101
     )
@@ -108,7 +107,9 @@ def started_processes(marker: str) -> list[tuple[int, str]]:
 
 
 def _leftovers(root: str) -> list[str]:
-    return sorted(p.name for p in Path(root).iterdir() if p.name != _SESSION.get("pymp"))
+    # pymp-*: multiprocessing's own directories, each removed when the process that made it
+    # exits (this one's after the session; a child's can outlive its test by a moment)
+    return sorted(p.name for p in Path(root).iterdir() if not p.name.startswith("pymp-"))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

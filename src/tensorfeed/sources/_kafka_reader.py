@@ -108,14 +108,14 @@ class KafkaStats:
 # destroying) that consumer waits forever for threads that are not there. So every consumer is
 # registered here with its pid and closed only by that process; in a forked child the inherited
 # registry keeps the parent's consumers referenced, so they are never closed nor destroyed there.
-_OPEN: dict[int, tuple[int, Any]] = {}
+_OPEN: dict[int, tuple[int, Any, str]] = {}  # id -> (pid, consumer, bootstrap servers)
 
 
 def _close_ours_at_exit() -> None:
     """Close this process's consumers before interpreter shutdown: a consumer destroyed during
     finalisation can call back into a half-torn-down interpreter (its logger) and crash it."""
     pid = os.getpid()
-    for key, (owner, consumer) in list(_OPEN.items()):
+    for key, (owner, consumer, _servers) in list(_OPEN.items()):
         if owner == pid:
             with contextlib.suppress(Exception):
                 consumer.close()
@@ -123,6 +123,21 @@ def _close_ours_at_exit() -> None:
 
 
 _AT_EXIT: list[int] = []  # pids that registered _close_ours_at_exit
+
+
+def close_consumers_of(bootstrap: str) -> int:
+    """Close this process's consumers of the cluster at ``bootstrap`` (called when that cluster
+    goes away: a consumer left connected to it would otherwise reconnect to nothing until the
+    garbage collector closes it, at whatever point and on whatever thread that happens).
+    Returns how many were closed; a reader that still holds one gets a clear error."""
+    pid, closed = os.getpid(), 0
+    for key, (owner, consumer, servers) in list(_OPEN.items()):
+        if owner == pid and servers == bootstrap:
+            _OPEN.pop(key, None)
+            with contextlib.suppress(Exception):
+                consumer.close()
+            closed += 1
+    return closed
 
 
 def close_consumer(consumer: Any) -> None:
@@ -156,7 +171,7 @@ def make_consumer(stream: KafkaStream, on_error: Any = None) -> Any:
         raise ConfigError(
             f"librdkafka refused the consumer settings: {getattr(err, 'str', lambda: str(err))()}"
         ) from None
-    _OPEN[id(consumer)] = (os.getpid(), consumer)
+    _OPEN[id(consumer)] = (os.getpid(), consumer, str(conf["bootstrap.servers"]))
     if os.getpid() not in _AT_EXIT:  # once per process, only once Kafka is actually used
         _AT_EXIT.append(os.getpid())
         atexit.register(_close_ours_at_exit)
@@ -416,6 +431,11 @@ class ShardReader:
         except ck.KafkaException as exc:
             raise ConnectionFailedError(
                 f"reading {s.describe()} from {s.bootstrap_servers} failed: {exc.args[0]}"
+            ) from None
+        except RuntimeError as exc:  # closed under the reader (close_consumers_of)
+            raise ConnectionFailedError(
+                f"reading {s.describe()} from {s.bootstrap_servers} failed: the consumer was "
+                f"closed ({exc}) because that cluster was shut down in this process"
             ) from None
         data = [m for m in msgs if m.error() is None]
         if len(data) != len(msgs):

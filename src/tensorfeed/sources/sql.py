@@ -45,6 +45,7 @@ dropped, so the same call tried again reconnects (into the same snapshot while i
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -711,12 +712,35 @@ def _pg_normalise(t: pa.Table) -> pa.Table:
 _READ_AHEAD = 2
 _DONE = object()
 
+# NOTE [ Read-ahead threads and interpreter exit ]
+# A read-ahead thread spends most of its time inside the driver (ADBC's C++ COPY decoder, without
+# the GIL). It is a daemon thread, so a script that ends mid-epoch does not wait for it; but a
+# daemon thread still running when the interpreter finalises is killed when it next takes the GIL,
+# from inside those C++ frames (a forced unwind: abort or segfault at exit), and the connection
+# it reads from may be closed under it by a finalizer. So every running producer is registered
+# here, and an exit hook (registered after the datasets' weakref finalizers, so it runs before
+# them) stops and joins them while the interpreter is whole. A generator that is stopped early
+# or garbage-collected stops its thread itself, before its cursor is closed.
+_PRODUCERS: dict[int, tuple[threading.Event, threading.Thread]] = {}
+_EXIT_HOOK: list[int] = []  # pids that registered _stop_producers_at_exit
+
+
+def _stop_producers_at_exit(timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    for stop, _thread in list(_PRODUCERS.values()):
+        stop.set()
+    for _stop, thread in list(_PRODUCERS.values()):
+        thread.join(max(0.0, deadline - time.monotonic()))
+
 
 def _read_ahead(it: Iterator[Any], depth: int) -> Iterator[Any]:
     """Items of ``it``, produced by a background thread at most ``depth`` items ahead. Errors are
     re-raised here; stopping early stops the thread before this generator returns."""
     q: queue.Queue[Any] = queue.Queue(depth)
     stop = threading.Event()
+    if os.getpid() not in _EXIT_HOOK:
+        _EXIT_HOOK.append(os.getpid())
+        atexit.register(_stop_producers_at_exit)
 
     def produce() -> None:
         try:
@@ -735,6 +759,7 @@ def _read_ahead(it: Iterator[Any], depth: int) -> Iterator[Any]:
 
     thread = threading.Thread(target=produce, name="tensorfeed-sql-read-ahead", daemon=True)
     thread.start()
+    _PRODUCERS[id(thread)] = (stop, thread)
     try:
         while True:
             item = q.get()
@@ -749,6 +774,7 @@ def _read_ahead(it: Iterator[Any], depth: int) -> Iterator[Any]:
             with contextlib.suppress(queue.Empty):
                 q.get(timeout=0.05)
         thread.join()
+        _PRODUCERS.pop(id(thread), None)
 
 
 @dataclass(frozen=True)
@@ -944,7 +970,10 @@ class _Reader:
         self.conn = backend.connect()
         self.pid = os.getpid()
         self.snapshot: str | None = None
-        self.lock = threading.Lock()
+        # held for every statement; close() takes it too, so a connection is never closed
+        # under a statement running on another thread (the fetch-ahead one). Reentrant: a failed
+        # statement closes its own reader (a lost connection) while holding it.
+        self.lock = threading.RLock()
         self.queries = 0  # statements run for batches: tests check one per batch
         self.cursors: dict[Any, Any] = {}
 
@@ -1005,8 +1034,9 @@ class _Reader:
         if self.pid != os.getpid():
             _ABANDONED.append(self)  # cursors included: no destructor may touch the socket
             return
-        self._close_cursors()
-        self.backend.close(self.conn)
+        with self.lock:  # wait for a statement running on another thread (see __init__)
+            self._close_cursors()
+            self.backend.close(self.conn)
 
 
 def _close_idle(idle: dict[str, Any], backend: _Backend) -> None:
@@ -1356,6 +1386,11 @@ class SQLDataset(_SQLCommon, MapDataset):
     def close(self) -> None:
         """Release this process's connection and, in the process that built the dataset, the
         pinned snapshot (readers that have not yet imported it then raise SourceChangedError)."""
+        ahead = self.__dict__.get("_ahead")
+        if ahead is not None and ahead.get("pid") == os.getpid() and ahead["pool"] is not None:
+            ahead["job"] = None
+            ahead["pool"].shutdown(wait=True)  # a fetch ahead in flight finishes first
+            ahead["pool"] = None
         _close_reader(self._conn_holder)
         _release_pin(self._token)
 
