@@ -50,10 +50,14 @@ def test_a_forked_child_is_found_too():
 
 @pytest.mark.skipif(bool(os.environ.get("TENSORFEED_PG_URL")), reason="an external server")
 def test_postgres_server_is_stopped_and_its_directory_removed():
+    def pg_dirs() -> set[Path]:
+        return {p for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith("tfd-pg-")}
+
+    before = pg_dirs()  # the session's own server (pg_url) may be running too
     with running_postgres() as url:
         assert url.startswith("postgresql://")
-        dirs = [p for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith("tfd-pg-")]
-        assert dirs
+        dirs = pg_dirs() - before
+        assert len(dirs) == 1
         servers = [
             pid
             for pid, cmd in started_processes(os.environ[MARKER])
