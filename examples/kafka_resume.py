@@ -20,9 +20,8 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None
     loss.backward()  # (an optimizer step would follow)
 
 
-def main() -> None:
+def main(path: Path) -> None:
     bootstrap, topic, _cluster = telemetry_topic()
-    path = Path(tempfile.mkdtemp()) / "checkpoint.pt"
     model = torch.nn.Linear(2, 1)
     # --8<-- [start:checkpoint]
     stream = tfd.KafkaStream(
@@ -67,4 +66,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with tempfile.TemporaryDirectory() as tmp:
+        main(Path(tmp) / "checkpoint.pt")

@@ -12,6 +12,7 @@ anything is left in that directory, then removes the directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -46,11 +47,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # torch makes its compile cache in $TMPDIR/torchinductor_<user> as soon as an optimizer is
     # built (torch._dynamo is imported): point it into the session's directory, removed below
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(root, "torchinductor"))
-    # multiprocessing removes its own temporary directory at exit, after this session ends: make
-    # it now (so its name is known) and remove the session's directory after it
+    # torchrun's agent makes $TMPDIR/torchelastic_* for its ranks' logs and keeps it, unless
+    # given --log-dir (PET_LOG_DIR is that flag's environment form)
+    os.environ.setdefault("PET_LOG_DIR", os.path.join(root, "torchelastic"))
+    # multiprocessing removes its own temporary directory at exit, after this session ends:
+    # remove the session's directory after it
     import multiprocessing.util as mp_util
 
-    _SESSION["pymp"] = os.path.basename(mp_util.get_temp_dir())
     mp_util.Finalize(
         None, shutil.rmtree, args=(root,), kwargs={"ignore_errors": True}, exitpriority=-101
     )
@@ -108,7 +111,9 @@ def started_processes(marker: str) -> list[tuple[int, str]]:
 
 
 def _leftovers(root: str) -> list[str]:
-    return sorted(p.name for p in Path(root).iterdir() if p.name != _SESSION.get("pymp"))
+    # pymp-*: multiprocessing's own directories, each removed when the process that made it
+    # exits (this one's after the session; a child's can outlive its test by a moment)
+    return sorted(p.name for p in Path(root).iterdir() if not p.name.startswith("pymp-"))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -120,7 +125,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     while survivors and time.monotonic() < deadline:
         time.sleep(0.2)
         survivors = started_processes(marker)
-    for ours in ("pytest", "runtime", "torchinductor"):  # see pytest_configure
+    for ours in ("pytest", "runtime", "torchinductor", "torchelastic"):  # see pytest_configure
         shutil.rmtree(os.path.join(root, ours), ignore_errors=True)
     left = _leftovers(root) if os.path.isdir(root) else []
     problems = [
@@ -153,9 +158,37 @@ def running_postgres() -> Iterator[str]:
         try:
             yield server.get_uri()
         finally:
+            postmaster = _postmaster_pid(tmp)
             server.cleanup()
+            _wait_gone(postmaster, timeout=30)  # "stop" returns before the server has exited
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_tree(tmp)
+
+
+def _postmaster_pid(data_dir: str) -> int | None:
+    for path in Path(data_dir).rglob("postmaster.pid"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int(path.read_text().split()[0])
+    return None
+
+
+def _wait_gone(pid: int | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while pid is not None and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+
+
+def _remove_tree(path: str, attempts: int = 20) -> None:
+    """Remove ``path``; a server that just stopped may still be unlinking its own files."""
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            return
+        time.sleep(0.25)
 
 
 @pytest.fixture(scope="session")

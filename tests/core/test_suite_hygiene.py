@@ -50,10 +50,14 @@ def test_a_forked_child_is_found_too():
 
 @pytest.mark.skipif(bool(os.environ.get("TENSORFEED_PG_URL")), reason="an external server")
 def test_postgres_server_is_stopped_and_its_directory_removed():
+    def pg_dirs() -> set[Path]:
+        return {p for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith("tfd-pg-")}
+
+    before = pg_dirs()  # the session's own server (pg_url) may be running too
     with running_postgres() as url:
         assert url.startswith("postgresql://")
-        dirs = [p for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith("tfd-pg-")]
-        assert dirs
+        dirs = pg_dirs() - before
+        assert len(dirs) == 1
         servers = [
             pid
             for pid, cmd in started_processes(os.environ[MARKER])
@@ -69,3 +73,46 @@ def test_postgres_server_is_stopped_and_its_directory_removed():
             break
         time.sleep(0.2)
     assert not alive & set(servers), "the PostgreSQL server outlived its fixture"
+
+
+STUCK = """
+import signal, threading, time
+
+def test_stuck_where_no_signal_can_reach():
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})  # as a thread blocked in C
+    threading.Thread(target=time.sleep, args=(100,), name="some-helper", daemon=True).start()
+    time.sleep(120)
+"""
+
+
+def test_a_stuck_test_fails_with_its_name_and_every_threads_stack(tmp_path):
+    """The suite's own settings (pyproject.toml): a test the 'signal' method could never stop
+    ends within seconds, naming the test and dumping every thread's stack."""
+    (tmp_path / "test_stuck.py").write_text(STUCK)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "faulthandler",
+            "-m",
+            "pytest",
+            "-c",
+            str(Path(__file__).resolve().parents[2] / "pyproject.toml"),
+            "--rootdir",
+            str(tmp_path),
+            "-p",
+            "no:cacheprovider",
+            "--timeout",
+            "3",
+            str(tmp_path / "test_stuck.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=tmp_path,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Timeout" in out and "test_stuck_where_no_signal_can_reach" in out
+    assert "time.sleep(120)" in out  # the stuck frame
+    assert "Stack of MainThread" in out and "Stack of some-helper" in out, out[-2000:]

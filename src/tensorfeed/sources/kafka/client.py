@@ -49,14 +49,14 @@ def split_pkey(key: str) -> tuple[str, int]:
 # destroying) that consumer waits forever for threads that are not there. So every consumer is
 # registered here with its pid and closed only by that process; in a forked child the inherited
 # registry keeps the parent's consumers referenced, so they are never closed nor destroyed there.
-_OPEN: dict[int, tuple[int, Any]] = {}
+_OPEN: dict[int, tuple[int, Any, str]] = {}  # id -> (pid, consumer, bootstrap servers)
 
 
 def _close_ours_at_exit() -> None:
     """Close this process's consumers before interpreter shutdown: a consumer destroyed during
     finalisation can call back into a half-torn-down interpreter (its logger) and crash it."""
     pid = os.getpid()
-    for key, (owner, consumer) in list(_OPEN.items()):
+    for key, (owner, consumer, _servers) in list(_OPEN.items()):
         if owner == pid:
             with contextlib.suppress(Exception):
                 consumer.close()
@@ -64,6 +64,21 @@ def _close_ours_at_exit() -> None:
 
 
 _AT_EXIT: list[int] = []  # pids that registered _close_ours_at_exit
+
+
+def close_consumers_of(bootstrap: str) -> int:
+    """Close this process's consumers of the cluster at ``bootstrap`` (called when that cluster
+    goes away: a consumer left connected to it would otherwise reconnect to nothing until the
+    garbage collector closes it, at whatever point and on whatever thread that happens).
+    Returns how many were closed; a reader that still holds one gets a clear error."""
+    pid, closed = os.getpid(), 0
+    for key, (owner, consumer, servers) in list(_OPEN.items()):
+        if owner == pid and servers == bootstrap:
+            _OPEN.pop(key, None)
+            with contextlib.suppress(Exception):
+                consumer.close()
+            closed += 1
+    return closed
 
 
 def close_consumer(consumer: Any) -> None:
@@ -97,7 +112,7 @@ def make_consumer(stream: KafkaSettings, on_error: Any = None) -> Any:
         raise ConfigError(
             f"librdkafka refused the consumer settings: {getattr(err, 'str', lambda: str(err))()}"
         ) from None
-    _OPEN[id(consumer)] = (os.getpid(), consumer)
+    _OPEN[id(consumer)] = (os.getpid(), consumer, str(conf["bootstrap.servers"]))
     if os.getpid() not in _AT_EXIT:  # once per process, only once Kafka is actually used
         _AT_EXIT.append(os.getpid())
         atexit.register(_close_ours_at_exit)

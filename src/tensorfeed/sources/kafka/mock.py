@@ -14,14 +14,18 @@ checks it by asking librdkafka for the handle's name before using it.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
 import glob
 import os
 import sys
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from ..._deps import require
+from .client import close_consumers_of
 
 
 def _librdkafka() -> ctypes.CDLL:
@@ -51,6 +55,15 @@ def _librdkafka() -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
     return lib
+
+
+_INHERITED: list[Any] = []  # owners inherited through fork: kept, never destroyed in the child
+
+
+def _close_at_exit(ref: weakref.ref[MockCluster]) -> None:
+    cluster = ref()
+    if cluster is not None:
+        cluster.close()
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,7 @@ class MockCluster:
 
     def __init__(self, brokers: int = 1, partitions: int = 4) -> None:
         ck = require("confluent_kafka", "kafka", "the Kafka mock cluster")
+        self._pid = os.getpid()
         self._owner = ck.Producer(
             {
                 "test.mock.num.brokers": brokers,
@@ -103,6 +117,8 @@ class MockCluster:
         self.bootstrap: str = self._lib.rd_kafka_mock_cluster_bootstraps(self._mc).decode()
         self.brokers = brokers
         self.default_partitions = partitions
+        # closed before interpreter shutdown, after this process's consumers (see close())
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     # -- topics and data ----------------------------------------------------------------------
     def create_topic(self, name: str, partitions: int | None = None) -> None:
@@ -177,8 +193,30 @@ class MockCluster:
         return _CloseListeners(ports)
 
     def close(self) -> None:
-        self._owner = None
-        self._mc = None
+        """Stop the cluster: first close this process's consumers of it, then destroy the client
+        that owns it, here and now.
+
+        NOTE [ Tearing down a mock cluster ]
+        Left to the garbage collector, the owning client is destroyed whenever its last reference
+        goes (in a fixture's teardown, in a collection triggered on any thread, or while the
+        interpreter finalises), and consumers of the cluster live on, reconnecting to nothing,
+        until their readers are collected in turn. librdkafka's destroy and close wait for the
+        client's threads: during finalisation, or in a forked child that has no such threads,
+        that wait never ends. So: consumers first, then the owner, explicitly, at close() or at
+        the latest from an exit hook while the interpreter is whole; in a forked child the
+        inherited handle is never touched."""
+        owner, self._owner, self._mc = self._owner, None, None
+        if owner is None:
+            return
+        if os.getpid() != self._pid:  # inherited through fork: not ours to destroy
+            _INHERITED.append(owner)
+            return
+        close_consumers_of(self.bootstrap)
+        close = getattr(owner, "close", None)  # confluent-kafka >= 2.? has Producer.close()
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
+        del owner
 
     def __enter__(self) -> MockCluster:
         return self

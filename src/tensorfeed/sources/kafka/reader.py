@@ -245,6 +245,11 @@ class ShardReader:
             raise ConnectionFailedError(
                 f"reading {s.describe()} from {s.bootstrap_servers} failed: {exc.args[0]}"
             ) from None
+        except RuntimeError as exc:  # closed under the reader (close_consumers_of)
+            raise ConnectionFailedError(
+                f"reading {s.describe()} from {s.bootstrap_servers} failed: the consumer was "
+                f"closed ({exc}) because that cluster was shut down in this process"
+            ) from None
         data = [m for m in msgs if m.error() is None]
         if len(data) != len(msgs):
             self._handle_events(consumer, msgs, end, open_parts)

@@ -296,12 +296,14 @@ def translate(
         )
     if isinstance(exc, FileNotFoundError) or _NO_KEY.search(msg):
         return NotFoundError(f"{what}: no such file or object ({msg})")
+    # name the server, not only the object: a driver's text may not say which endpoint it tried
+    at = f" at {s3.endpoint_override}" if s3 is not None and s3.endpoint_override else ""
     if is_transient(exc):
         return ConnectionFailedError(
-            f"{what}: gave up after {attempts} attempt(s) in {elapsed:.1f}s of transient errors "
-            f"(5xx, throttling, dropped connections); last error: {msg}"
+            f"{what}{at}: gave up after {attempts} attempt(s) in {elapsed:.1f}s of transient "
+            f"errors (5xx, throttling, dropped connections); last error: {msg}"
         )
-    return ConnectionFailedError(f"{what}: {msg}")
+    return ConnectionFailedError(f"{what}{at}: {msg}")
 
 
 def retrying(fn: Callable[[], T], what: str, s3: S3Options | None) -> T:

@@ -261,6 +261,11 @@ class SQLDataset(_SQLCommon, MapDataset):
     def close(self) -> None:
         """Release this process's connection and, in the process that built the dataset, the
         pinned snapshot (readers that have not yet imported it then raise SourceChangedError)."""
+        ahead = self.__dict__.get("_ahead")
+        if ahead is not None and ahead.get("pid") == os.getpid() and ahead["pool"] is not None:
+            ahead["job"] = None
+            ahead["pool"].shutdown(wait=True)  # a fetch ahead in flight finishes first
+            ahead["pool"] = None
         _close_reader(self._conn_holder)
         _release_pin(self._token)
 

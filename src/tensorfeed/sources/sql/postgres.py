@@ -7,10 +7,13 @@ on a read-ahead thread while the consumer converts the previous batch.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -187,9 +190,27 @@ def _pg_normalise(t: pa.Table) -> pa.Table:
 
 
 _READ_AHEAD = 2
-
-
 _DONE = object()
+
+# NOTE [ Read-ahead threads and interpreter exit ]
+# A read-ahead thread spends most of its time inside the driver (ADBC's C++ COPY decoder, without
+# the GIL). It is a daemon thread, so a script that ends mid-epoch does not wait for it; but a
+# daemon thread still running when the interpreter finalises is killed when it next takes the GIL,
+# from inside those C++ frames (a forced unwind: abort or segfault at exit), and the connection
+# it reads from may be closed under it by a finalizer. So every running producer is registered
+# here, and an exit hook (registered after the datasets' weakref finalizers, so it runs before
+# them) stops and joins them while the interpreter is whole. A generator that is stopped early
+# or garbage-collected stops its thread itself, before its cursor is closed.
+_PRODUCERS: dict[int, tuple[threading.Event, threading.Thread]] = {}
+_EXIT_HOOK: list[int] = []  # pids that registered _stop_producers_at_exit
+
+
+def _stop_producers_at_exit(timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    for stop, _thread in list(_PRODUCERS.values()):
+        stop.set()
+    for _stop, thread in list(_PRODUCERS.values()):
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _read_ahead(it: Iterator[Any], depth: int) -> Iterator[Any]:
@@ -197,6 +218,9 @@ def _read_ahead(it: Iterator[Any], depth: int) -> Iterator[Any]:
     re-raised here; stopping early stops the thread before this generator returns."""
     q: queue.Queue[Any] = queue.Queue(depth)
     stop = threading.Event()
+    if os.getpid() not in _EXIT_HOOK:
+        _EXIT_HOOK.append(os.getpid())
+        atexit.register(_stop_producers_at_exit)
 
     def produce() -> None:
         try:
@@ -215,6 +239,7 @@ def _read_ahead(it: Iterator[Any], depth: int) -> Iterator[Any]:
 
     thread = threading.Thread(target=produce, name="tensorfeed-sql-read-ahead", daemon=True)
     thread.start()
+    _PRODUCERS[id(thread)] = (stop, thread)
     try:
         while True:
             item = q.get()
@@ -229,6 +254,7 @@ def _read_ahead(it: Iterator[Any], depth: int) -> Iterator[Any]:
             with contextlib.suppress(queue.Empty):
                 q.get(timeout=0.05)
         thread.join()
+        _PRODUCERS.pop(id(thread), None)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,10 @@ class _Reader:
         self.conn = backend.connect()
         self.pid = os.getpid()
         self.snapshot: str | None = None
-        self.lock = threading.Lock()
+        # held for every statement; close() takes it too, so a connection is never closed
+        # under a statement running on another thread (the fetch-ahead one). Reentrant: a failed
+        # statement closes its own reader (a lost connection) while holding it.
+        self.lock = threading.RLock()
         self.queries = 0  # statements run for batches: tests check one per batch
         self.cursors: dict[Any, Any] = {}
 
@@ -146,8 +149,9 @@ class _Reader:
         if self.pid != os.getpid():
             _ABANDONED.append(self)  # cursors included: no destructor may touch the socket
             return
-        self._close_cursors()
-        self.backend.close(self.conn)
+        with self.lock:  # wait for a statement running on another thread (see __init__)
+            self._close_cursors()
+            self.backend.close(self.conn)
 
 
 def _close_idle(idle: dict[str, Any], backend: _Backend) -> None:
