@@ -28,7 +28,11 @@ def test_a_detached_process_started_by_a_test_is_found_by_pid_and_command_line()
         start_new_session=True,
     )
     try:
+        deadline = time.monotonic() + 10  # until the child has exec'd: its command line is ours
         found = dict(started_processes(marker))
+        while "tfd-survivor-probe" not in found.get(proc.pid, "") and time.monotonic() < deadline:
+            time.sleep(0.05)
+            found = dict(started_processes(marker))
         assert proc.pid in found and "tfd-survivor-probe" in found[proc.pid]
     finally:
         proc.kill()
