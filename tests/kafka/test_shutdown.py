@@ -73,3 +73,29 @@ def test_closing_a_cluster_closes_its_consumers_first():
         for _ in it:
             pass
     mc.close()  # twice is fine
+
+
+def test_a_destroy_that_never_returns_does_not_hang_close(monkeypatch, caplog):
+    import logging
+    import time
+
+    from tensorfeed.sources.kafka import mock
+
+    mc = MockCluster(partitions=1)
+    real_owner = mc._owner
+
+    class NeverDone:  # stands in for librdkafka's destroy blocked in C
+        def close(self) -> None:
+            time.sleep(5)
+
+    mc._owner = NeverDone()
+    monkeypatch.setattr(mock, "DESTROY_TIMEOUT", 0.5)
+    caplog.set_level(logging.WARNING, logger="tensorfeed.kafka")
+    start = time.monotonic()
+    mc.close()
+    assert time.monotonic() - start < 3
+    assert "did not shut down within" in caplog.text
+    monkeypatch.setattr(mock, "DESTROY_TIMEOUT", 15.0)
+    mc._owner = real_owner  # the real one is destroyed for real
+    mc.close()
+    assert mc._owner is None

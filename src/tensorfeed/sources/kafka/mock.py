@@ -18,8 +18,10 @@ import atexit
 import contextlib
 import ctypes
 import glob
+import logging
 import os
 import sys
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +60,9 @@ def _librdkafka() -> ctypes.CDLL:
 
 
 _INHERITED: list[Any] = []  # owners inherited through fork: kept, never destroyed in the child
+_STUCK: list[threading.Thread] = []  # destroys that did not finish in time (see close())
+DESTROY_TIMEOUT = 15.0
+log = logging.getLogger("tensorfeed.kafka")
 
 
 def _close_at_exit(ref: weakref.ref[MockCluster]) -> None:
@@ -204,7 +209,15 @@ class MockCluster:
         client's threads: during finalisation, or in a forked child that has no such threads,
         that wait never ends. So: consumers first, then the owner, explicitly, at close() or at
         the latest from an exit hook while the interpreter is whole; in a forked child the
-        inherited handle is never touched."""
+        inherited handle is never touched.
+
+        Even then, destroying the owner can wait forever: under load, ``rd_kafka_destroy`` of
+        the client hosting the cluster was seen blocked in C for the whole 300 s test timeout
+        (scripts/stress.sh, conformance teardown; main thread in ``Producer.close()``, no other
+        Python thread involved). So the owner is destroyed on a daemon thread of its own and
+        waited for at most ``DESTROY_TIMEOUT`` seconds; one that does not finish is left to
+        itself (it holds no Python object and no lock of ours) and logged, instead of hanging
+        the process that wanted to stop."""
         owner, self._owner, self._mc = self._owner, None, None
         if owner is None:
             return
@@ -212,11 +225,27 @@ class MockCluster:
             _INHERITED.append(owner)
             return
         close_consumers_of(self.bootstrap)
-        close = getattr(owner, "close", None)  # confluent-kafka >= 2.? has Producer.close()
-        if close is not None:
-            with contextlib.suppress(Exception):
-                close()
-        del owner
+        box = [owner]
+        del owner  # the thread below holds the last reference
+
+        def destroy() -> None:
+            close = getattr(box[0], "close", None)  # Producer.close() in newer confluent-kafka
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+            box.clear()  # the last reference: librdkafka's destroy runs here, without the GIL
+
+        thread = threading.Thread(target=destroy, name="tensorfeed-kafka-mock-close", daemon=True)
+        thread.start()
+        thread.join(DESTROY_TIMEOUT)
+        if thread.is_alive():
+            _STUCK.append(thread)
+            log.warning(
+                "the mock Kafka cluster at %s did not shut down within %.0f s; leaving it to "
+                "finish on its own",
+                self.bootstrap,
+                DESTROY_TIMEOUT,
+            )
 
     def __enter__(self) -> MockCluster:
         return self
