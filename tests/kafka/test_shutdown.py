@@ -4,8 +4,6 @@ cluster ] in tensorfeed/sources/kafka/mock.py): no hang, no crash at interpreter
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -13,6 +11,8 @@ import pytest
 import tensorfeed as tfd
 from tensorfeed.sources._kafka_mock import MockCluster
 from tensorfeed.sources.kafka import client as _kafka_reader
+
+from ..clean_exit import assert_script_exits_cleanly
 
 SCRIPT = textwrap.dedent(
     """
@@ -42,15 +42,7 @@ SCRIPT = textwrap.dedent(
 def test_script_that_leaves_clients_open_exits_cleanly(how, workers, tmp_path):
     script = tmp_path / "leave_open.py"
     script.write_text(SCRIPT)
-    proc = subprocess.run(
-        [sys.executable, "-X", "faulthandler", str(script), how, str(workers)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip() == "ok"
-    assert "Fatal Python error" not in proc.stderr
+    assert_script_exits_cleanly(script, how, str(workers), timeout=120)
 
 
 def _ours(bootstrap: str) -> list[object]:

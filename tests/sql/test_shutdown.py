@@ -4,8 +4,6 @@ that a fetch-ahead thread is using."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 import uuid
 
@@ -14,6 +12,8 @@ import pytest
 
 import tensorfeed as tfd
 from tensorfeed.sources.sql import postgres as sql_source
+
+from ..clean_exit import assert_script_exits_cleanly
 
 SCRIPT = textwrap.dedent(
     """
@@ -50,15 +50,7 @@ def big_table(pg_url):
 def test_script_that_ends_mid_epoch_exits_cleanly(pg_url, big_table, tmp_path):
     script = tmp_path / "mid_epoch.py"
     script.write_text(SCRIPT)
-    proc = subprocess.run(
-        [sys.executable, "-X", "faulthandler", str(script), pg_url, big_table],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip() == "ok"
-    assert "Fatal Python error" not in proc.stderr
+    assert_script_exits_cleanly(script, pg_url, big_table, timeout=180)
 
 
 def test_exit_hook_stops_a_running_read_ahead_thread(pg_url, big_table):

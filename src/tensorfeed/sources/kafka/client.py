@@ -55,25 +55,21 @@ _OPEN: dict[int, tuple[int, Any, str]] = {}  # id -> (pid, consumer, bootstrap s
 def _close_ours_at_exit() -> None:
     """Close this process's consumers before interpreter shutdown: a consumer destroyed during
     finalisation can call back into a half-torn-down interpreter (its logger) and crash it."""
-    pid = os.getpid()
-    for key, (owner, consumer, _servers) in list(_OPEN.items()):
-        if owner == pid:
-            with contextlib.suppress(Exception):
-                consumer.close()
-            _OPEN.pop(key, None)
+    close_consumers_of(None)
 
 
 _AT_EXIT: list[int] = []  # pids that registered _close_ours_at_exit
 
 
-def close_consumers_of(bootstrap: str) -> int:
-    """Close this process's consumers of the cluster at ``bootstrap`` (called when that cluster
-    goes away: a consumer left connected to it would otherwise reconnect to nothing until the
-    garbage collector closes it, at whatever point and on whatever thread that happens).
-    Returns how many were closed; a reader that still holds one gets a clear error."""
+def close_consumers_of(bootstrap: str | None) -> int:
+    """Close this process's consumers of the cluster at ``bootstrap`` (all of them for None),
+    called when that cluster goes away: a consumer left connected to it would otherwise
+    reconnect to nothing until the garbage collector closes it, at whatever point and on
+    whatever thread that happens. Returns how many were closed; a reader that still holds one
+    gets a clear error."""
     pid, closed = os.getpid(), 0
     for key, (owner, consumer, servers) in list(_OPEN.items()):
-        if owner == pid and servers == bootstrap:
+        if owner == pid and bootstrap in (None, servers):
             _OPEN.pop(key, None)
             with contextlib.suppress(Exception):
                 consumer.close()
