@@ -1,8 +1,8 @@
 """Train from a Kafka topic: tfd.KafkaStream through tfd.DataLoader workers.
 
 Run: python examples/kafka_quickstart.py
-Uses $TENSORFEED_KAFKA (host:port) if set, else starts librdkafka's mock cluster in this process
-(an in-process Kafka-protocol test broker) and fills a topic with synthetic telemetry.
+Uses $TENSORFEED_KAFKA (host:port) if set, else starts librdkafka's mock cluster (a
+Kafka-protocol test broker, in a helper process) and fills a topic with synthetic telemetry.
 """
 
 from __future__ import annotations

@@ -159,10 +159,7 @@ def test_broker_down_with_loader_timeout_raises_cleanly(fault_cluster):
     s = tfd.KafkaStream(
         mc.bootstrap, "tele", timeout=10, poll_batch=50, config=_slow_fetch_config()
     )
-    # the worker is forked from this process, which hosts the cluster: see worker_init_fn
-    loader = tfd.DataLoader(
-        s, batch_size=50, num_workers=1, timeout=3, worker_init_fn=mc.worker_init_fn()
-    )
+    loader = tfd.DataLoader(s, batch_size=50, num_workers=1, timeout=3)
     it = iter(loader)
     next(it)
     mc.broker_down()

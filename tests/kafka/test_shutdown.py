@@ -1,10 +1,16 @@
-"""A process that reads Kafka ends cleanly, whatever it leaves open (NOTE [ Tearing down a mock
-cluster ] in tensorfeed/sources/kafka/mock.py): no hang, no crash at interpreter exit."""
+"""A process that reads Kafka ends cleanly, whatever it leaves open: no hang, no crash at
+interpreter exit, and no mock cluster process left behind (NOTE [ The mock cluster lives in a
+process of its own ] in tensorfeed/sources/kafka/mock_broker.py)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 
 import pytest
 
@@ -67,27 +73,57 @@ def test_closing_a_cluster_closes_its_consumers_first():
     mc.close()  # twice is fine
 
 
-def test_a_destroy_that_never_returns_does_not_hang_close(monkeypatch, caplog):
-    import logging
-    import time
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its parent to reap it does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
-    from tensorfeed.sources.kafka import mock
+
+def test_close_ends_the_cluster_process_and_its_port():
+    import socket
 
     mc = MockCluster(partitions=1)
-    real_owner = mc._owner
-
-    class NeverDone:  # stands in for librdkafka's destroy blocked in C
-        def close(self) -> None:
-            time.sleep(5)
-
-    mc._owner = NeverDone()
-    monkeypatch.setattr(mock, "DESTROY_TIMEOUT", 0.5)
-    caplog.set_level(logging.WARNING, logger="tensorfeed.kafka")
-    start = time.monotonic()
+    host, _, port = mc.bootstrap.rpartition(":")
+    assert _alive(mc.pid) and mc.pid != os.getpid()
     mc.close()
-    assert time.monotonic() - start < 3
-    assert "did not shut down within" in caplog.text
-    monkeypatch.setattr(mock, "DESTROY_TIMEOUT", 15.0)
-    mc._owner = real_owner  # the real one is destroyed for real
-    mc.close()
-    assert mc._owner is None
+    assert not _alive(mc.pid)
+    with pytest.raises(ConnectionRefusedError), socket.create_connection((host, int(port)), 2):
+        pass
+    with pytest.raises(RuntimeError, match="closed"):
+        mc.create_topic("t")
+    assert "closed" in repr(mc)
+
+
+def test_cluster_process_ends_with_a_killed_parent(tmp_path):
+    """A training script killed with SIGKILL runs no exit hook: its cluster still goes."""
+    script = tmp_path / "killed.py"
+    script.write_text(
+        "import os, signal\n"
+        "from tensorfeed.sources._kafka_mock import MockCluster\n"
+        "mc = MockCluster()\n"
+        "print(mc.pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    pid = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 20
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid), f"the mock cluster process {pid} outlived its parent"
+
+
+def test_errors_of_the_cluster_process_name_the_request():
+    mc = MockCluster(partitions=1)
+    try:
+        mc.create_topic("t", 1)
+        with pytest.raises(RuntimeError, match=r"create_topic.*could not create topic 't'"):
+            mc.create_topic("t", 1)
+        os.kill(mc.pid, signal.SIGKILL)
+        with pytest.raises(RuntimeError, match=r"process exited .* during 'partitions'"):
+            mc.partitions("t")
+    finally:
+        mc.close()

@@ -1,9 +1,9 @@
 """Train an anomaly detector on live IoT telemetry from Kafka, stop it, and resume it exactly.
 
-Starts librdkafka's mock cluster (an in-process Kafka-protocol test broker, not a production Kafka)
-unless ``--bootstrap host:port`` names a real broker. A producer thread publishes synthetic sensor
-telemetry (temperature, vibration, pressure, current, humidity, rpm) from many devices, keyed by
-device, with occasional anomaly episodes. A small 1-D convolutional model trains on per-device
+Starts librdkafka's mock cluster (a Kafka-protocol test broker in a helper process, not a
+production Kafka) unless ``--bootstrap host:port`` names a real broker. A producer thread
+publishes synthetic sensor telemetry (temperature, vibration, pressure, current, humidity, rpm)
+from many devices, keyed by device, with occasional anomaly episodes. A small 1-D convolutional model trains on per-device
 sliding windows (``stream.windows``) read by ``tfd.DataLoader`` workers while the producer is still
 writing; half-way it checkpoints (model + loader state = Kafka offsets), commits the offsets to a
 consumer group, and stops. A fresh loader then resumes from the checkpoint and trains on the rest
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bootstrap",
         default=None,
-        help="a Kafka broker host:port (default: start librdkafka's mock cluster in this process)",
+        help="a Kafka broker host:port (default: start librdkafka's mock cluster)",
     )
     parser.add_argument(
         "--messages", type=int, default=60_000, help="telemetry messages to train on"
@@ -236,8 +236,8 @@ class _Broker:
     def label(self) -> str:
         if self.mock:
             return (
-                f"librdkafka's mock cluster at {self.bootstrap} (an in-process Kafka-protocol "
-                "test broker started by this demo, not a production Kafka)"
+                f"librdkafka's mock cluster at {self.bootstrap} (a Kafka-protocol test "
+                "broker in a helper process started by this demo, not a production Kafka)"
             )
         return f"Kafka broker at {self.bootstrap}"
 

@@ -4,7 +4,8 @@ How it fits together: ``decode`` (message values -> Arrow, a poll batch at a tim
 (consumers per process, metadata calls, start/end offsets: NOTE [ Kafka clients and fork ]),
 ``reader`` (one shard's consumer: NOTE [ Kafka offsets as stream positions ]), ``stream``
 (:class:`KafkaStream`), ``windows`` (per-key sliding windows over a stream) and ``mock``
-(librdkafka's in-process mock cluster, for tests, the demo and the benchmark).
+(librdkafka's mock cluster in a helper process, ``mock_broker``: for tests, the demo and the
+benchmark).
 """
 
 from .reader import KafkaStats
