@@ -13,12 +13,15 @@ with ``batch_size=None``: each worker slices whole batches from Arrow and conver
 Each worker seeds ``random``, numpy and torch from ``(seed, epoch, rank, worker)``.
 
 Checkpoints are torchdata's (``state_dict`` of the sampler, or of each worker's stream iterator,
-taken for the batch actually handed to the training loop) plus ``{"epoch", "dataset"}`` under the
-``"tensorfeed"`` key so a state dict from another dataset is refused, not silently misapplied.
+taken for the batch actually handed to the training loop) plus ``{"epoch", "dataset", "seed",
+"ranks"}`` under the ``"tensorfeed"`` key so a state dict from another dataset is refused, not
+silently misapplied. A map-style checkpoint is the job's (``loader_state.py``, NOTE [ Elastic
+map-style checkpoints ] in ``epoch_progress.py``): it loads on any number of workers and ranks.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 import warnings
@@ -34,10 +37,17 @@ from torchdata.stateful_dataloader.stateful_dataloader import (
     _StatefulSingleProcessDataLoaderIter,
 )
 
+from . import loader_state
 from .collate_fn import Collate, batch_size_of
 from .dataset import MapDataset, StreamDataset, _BatchIterable
 from .errors import ConfigError, NoDeviceError, StateError
-from .sampling import EpochSampler, dist_rank_world, seed_worker_generators, shard_seed
+from .sampling import (
+    EpochBatchSampler,
+    EpochSampler,
+    dist_rank_world,
+    seed_worker_generators,
+    shard_seed,
+)
 
 
 @dataclass
@@ -280,9 +290,52 @@ class BaseDataLoader(StatefulDataLoader):
         n = len(self._source) if hasattr(self._source, "__len__") else -1
         return f"{type(self._source).__name__}:{n}"
 
+    def _elastic_sampler(self) -> EpochSampler | None:
+        """The EpochSampler driving this map-style loader, whose state is the job's position
+        (NOTE [ Elastic map-style checkpoints ] in epoch_progress.py); None for streams and
+        for samplers of the user's own."""
+        if self._epoch_sampler is not None:
+            return self._epoch_sampler
+        if isinstance(self.sampler, EpochSampler) and self.batch_sampler is None:
+            return self.sampler  # batch_size=None: one index per step
+        return None
+
+    def _indices_per_step(self) -> int:
+        return self.batch_sampler.batch_size if self._epoch_sampler is not None else 1
+
     def state_dict(self) -> dict[str, Any]:
+        """The loader's checkpoint. For a map-style source it is the whole job's position
+        (under ``torch.distributed`` a collective: call it on every rank, each gets the same
+        state) and loads into any number of workers and ranks. A stream's loads into the same
+        numbers only."""
         state = super().state_dict()
-        state["tensorfeed"] = {"epoch": self.epoch, "dataset": self._identity(), "seed": self.seed}
+        ranks = dist_rank_world()[1]
+        sampler = self._elastic_sampler()
+        if sampler is not None:
+            local = copy.deepcopy(loader_state.sampler_state(state))
+            steps = loader_state.steps_since_snapshot(state)
+            if (
+                steps
+                and isinstance(local, dict)
+                and local.get("segment") == sampler._segment.as_dict()
+            ):
+                local["yielded"] = min(
+                    int(local["yielded"]) + steps * self._indices_per_step(), sampler._share_size
+                )
+            states = [local]
+            if ranks > 1 and sampler.world_size == ranks:
+                import torch.distributed as dist
+
+                states = [None] * ranks
+                dist.all_gather_object(states, local)
+            job = sampler.merge_states(states)
+            state = loader_state.for_workers(state, job, self.num_workers, self.seed)
+        state["tensorfeed"] = {
+            "epoch": self.epoch,
+            "dataset": self._identity(),
+            "seed": self.seed,
+            "ranks": ranks,
+        }
         # A sampler fed by the training loop (HardExampleSampler.update) has state the loop
         # changed after torchdata's snapshot of it: save the loop's view too.
         loop = getattr(self._epoch_sampler or self.sampler, "loop_state_dict", None)
@@ -295,9 +348,11 @@ class BaseDataLoader(StatefulDataLoader):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        ours = state_dict.get("tensorfeed")
-        if ours is None:
-            raise StateError("this state dict was not made by tfd.DataLoader.state_dict()")
+        """Resume from :meth:`state_dict`; every field is checked here (a StateError names the
+        wrong one), not at the first batch."""
+        if not isinstance(state_dict, dict):
+            raise StateError(f"a state dict must be a dict, got {type(state_dict).__name__}")
+        ours = loader_state.check_block(state_dict.get("tensorfeed"))
         if ours["dataset"] != self._identity():
             raise StateError(
                 f"this state dict is from dataset {ours['dataset']!r}, not {self._identity()!r}"
@@ -305,10 +360,24 @@ class BaseDataLoader(StatefulDataLoader):
         if ours["seed"] != self.seed:
             raise StateError(f"this state dict was made with seed={ours['seed']}, not {self.seed}")
         rest = {k: v for k, v in state_dict.items() if k != "tensorfeed"}
+        loader_state.workers_of(rest)  # the shape is torchdata's
+        sampler = self._elastic_sampler()
+        if sampler is not None:
+            job = loader_state.sampler_state(rest)
+            epoch = sampler.parse_state(job)[0]
+            if epoch != ours["epoch"]:
+                raise StateError(
+                    f"the sampler state is of epoch {epoch}, the loader's of epoch {ours['epoch']}"
+                )
+            rest = loader_state.for_workers(rest, job, self.num_workers, self.seed)
+        elif isinstance(self.dataset, IterableDataset):
+            loader_state.check_stream_topology(
+                rest, ours, self.num_workers, dist_rank_world()[1], self._identity()
+            )
         super().load_state_dict(rest)
         if "sampler_loop" in ours:
-            sampler: Any = self._epoch_sampler or self.sampler
-            sampler.load_loop_state_dict(ours["sampler_loop"])
+            loop_sampler: Any = self._epoch_sampler or self.sampler
+            loop_sampler.load_loop_state_dict(ours["sampler_loop"])
         self.epoch = int(ours["epoch"])
         self._next_epoch = self.epoch
         if isinstance(self.dataset, _BatchIterable | StreamDataset):
@@ -334,46 +403,6 @@ class _LeanSingleProcessIter(_StatefulSingleProcessDataLoaderIter):
         except StopIteration:
             self._finished = True
             raise
-
-
-class EpochBatchSampler:
-    """Whole batches of an :class:`EpochSampler` as slices of its order (numpy arrays for
-    tensorfeed datasets, lists otherwise), instead of one Python int at a time. Its state is the
-    sampler's, so a checkpoint resumes at the exact batch."""
-
-    def __init__(self, sampler: EpochSampler, batch_size: int, drop_last: bool, as_array: bool):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
-        self.sampler = sampler
-        self.batch_size = batch_size
-        self.drop_last = drop_last
-        self.as_array = as_array
-        # set by tfd.DataLoader when the dataset is read in this process and can fetch ahead
-        self.prefetch_hint: Callable[[Any], None] | None = None
-
-    def __len__(self) -> int:
-        n = len(self.sampler)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[Any]:
-        sampler, bs = self.sampler, self.batch_size
-        order = sampler._order()
-        start, sampler._resume_at = sampler._resume_at, 0
-        sampler._yielded = start
-        stop = len(order) - (len(order) - start) % bs if self.drop_last else len(order)
-        hint = self.prefetch_hint
-        for s in range(start, stop, bs):
-            chunk = order[s : min(s + bs, stop)]
-            sampler._yielded += len(chunk)
-            if hint is not None and s + bs < stop:
-                hint(order[s + bs : min(s + 2 * bs, stop)])  # see sources/sql/dataset.py NOTE
-            yield chunk if self.as_array else chunk.tolist()
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.sampler.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sampler.load_state_dict(state)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ in its parent (see ``World.current``), and a ``fork`` worker inherits the initia
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler, get_worker_info
 
+from .epoch_progress import Done, merge_ranks, share_positions
 from .errors import ConfigError, StateError
 
 
@@ -141,51 +142,188 @@ class EpochSampler(Sampler[int]):
         self.ddp = ddp
         self.epoch = 0
         self.uneven = 0  # indices padded (ddp="pad") or dropped (ddp="drop") this epoch
-        self._yielded = 0
-        self._resume_at = 0
+        self._yielded = 0  # positions of the current segment handed out
+        self._resume_at = 0  # where the next iter() starts in its segment (a loaded state)
+        self._segment = Done()  # what the current segment started from
+        self._next_segment = Done()  # what the next iter() starts from (a loaded state)
+        self._share_size = 0  # this rank's indices in the current segment
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    # -- the epoch's sequence (NOTE [ Elastic map-style checkpoints ] in epoch_progress.py) -------
+    def _sequence_length(self) -> int:
+        return self.num_items
+
+    def _epoch_sequence(self) -> np.ndarray:
+        """Every rank's indices of this epoch, in order: a function of (seed, epoch) only."""
+        if self.shuffle:
+            return epoch_permutation(self.num_items, self.seed, self.epoch)
+        return np.arange(self.num_items)
+
+    def _resuming(self) -> bool:
+        return self._resume_at > 0 or self._next_segment.count() > 0
+
     def _order(self) -> np.ndarray:
-        base = (
-            epoch_permutation(self.num_items, self.seed, self.epoch)
-            if self.shuffle
-            else np.arange(self.num_items)
+        """This rank's indices in the segment the next iteration runs."""
+        seq = self._epoch_sequence()
+        positions, self.uneven = share_positions(
+            len(seq), self._next_segment, self.rank, self.world_size, self.ddp
         )
-        share, self.uneven = split_for_ranks(base, self.rank, self.world_size, self.ddp)
-        return share
+        return seq[positions]
+
+    def _begin_epoch(self) -> tuple[np.ndarray, int]:
+        """Start an iteration: this rank's order and the position in it to start at."""
+        order = self._order()
+        self._segment, self._next_segment = self._next_segment, Done()
+        start, self._resume_at = self._resume_at, 0
+        self._yielded, self._share_size = start, len(order)
+        return order, start
+
+    def epoch_over(self) -> bool:
+        """Whether the current iteration has handed out its whole share."""
+        return self._yielded >= self._share_size
 
     def __len__(self) -> int:
-        n, w = self.num_items, self.world_size
+        n, w = self._sequence_length(), self.world_size
         if w == 1:
             return n
         return -(-n // w) if self.ddp == "pad" else n // w
 
     def __iter__(self) -> Iterator[int]:
-        order = self._order()
-        start, self._resume_at = self._resume_at, 0
-        self._yielded = start
+        order, start = self._begin_epoch()
         for i in order[start:].tolist():
             self._yielded += 1
             yield i
 
+    # -- checkpoints --------------------------------------------------------------------------
+    def _identity(self) -> dict[str, Any]:
+        """What a state dict must agree on to be loadable here."""
+        return {"num_items": self.num_items, "shuffle": self.shuffle}
+
+    def _full_identity(self) -> dict[str, Any]:
+        return {**self._identity(), "seed": self.seed, "ddp": self.ddp}
+
     def state_dict(self) -> dict[str, Any]:
+        """This rank's state: the segment it is in and how far into its share it got."""
         return {
-            "num_items": self.num_items,
-            "seed": self.seed,
-            "shuffle": self.shuffle,
+            **self._full_identity(),
             "epoch": self.epoch,
-            "yielded": self._yielded,
             "world_size": self.world_size,
+            "rank": self.rank,
+            "segment": self._segment.as_dict(),
+            "yielded": self._yielded,
         }
 
+    def merge_states(self, states: list[dict[str, Any]]) -> dict[str, Any]:
+        """The job's state from every rank's :meth:`state_dict` (``states[r]`` from rank r): what
+        is done, loadable on any number of ranks."""
+        if not states:
+            raise StateError("no rank states to merge")
+        first = states[0]
+        length = self._sequence_length()
+        for r, st in enumerate(states):
+            self._check_identity(st)
+            for k in ("epoch", "segment"):
+                if st.get(k) != first.get(k):
+                    raise StateError(
+                        f"rank {r}'s sampler state has {k}={st.get(k)!r}, rank 0's {first.get(k)!r}"
+                    )
+            if st.get("rank") != r or st.get("world_size") != len(states):
+                raise StateError(
+                    f"state {r} is from rank {st.get('rank')!r} of {st.get('world_size')!r}, "
+                    f"expected rank {r} of {len(states)}"
+                )
+        start = Done.from_state(first.get("segment"), length, "sampler state['segment']")
+        yielded = [_state_int(st, "yielded", 0, length) for st in states]
+        done = merge_ranks(length, start, yielded, self.ddp)
+        rank_only = ("world_size", "rank", "segment", "yielded")
+        shared = {k: v for k, v in first.items() if k not in rank_only}  # a subclass's fields
+        return {**shared, "epoch": _state_int(first, "epoch"), "done": done.as_dict()}
+
+    def _check_identity(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise StateError(f"a sampler state must be a dict, got {type(state).__name__}")
+        expect = self._full_identity()
+        if "ddp" not in state:  # states from before elastic resume did not record it
+            expect.pop("ddp")
+        check_state(state, expect, "dataset or configuration")
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        keys = ("num_items", "seed", "shuffle", "world_size")
-        check_state(state, {k: getattr(self, k) for k in keys}, "dataset or config")
-        self.epoch = int(state["epoch"])
-        self._resume_at = int(state["yielded"])
+        """Load a job's state (from :meth:`merge_states`: any number of ranks) or one rank's
+        (:meth:`state_dict`: the same rank of the same number of ranks)."""
+        self.epoch, self._next_segment, self._resume_at = self.parse_state(state)
         self._yielded = self._resume_at
+
+    def parse_state(self, state: Any) -> tuple[int, Done, int]:
+        """``(epoch, segment start, position in this rank's share)`` of a state dict, every
+        field checked (a StateError names the first wrong one); nothing is changed."""
+        self._check_identity(state)
+        length = self._sequence_length()
+        epoch = _state_int(state, "epoch")
+        if "done" in state:
+            return epoch, Done.from_state(state["done"], length, "sampler state['done']"), 0
+        world, rank = state.get("world_size"), state.get("rank", self.rank)
+        if world != self.world_size or rank != self.rank:
+            raise StateError(
+                f"this sampler state is rank {rank!r} of {world!r} ranks, and this is rank "
+                f"{self.rank} of {self.world_size}: to resume on another number of ranks, "
+                "load the job's state (tfd.DataLoader.state_dict() under torch.distributed "
+                "returns it on every rank)"
+            )
+        segment = state.get("segment", {"prefix": 0, "extra": []})
+        done = Done.from_state(segment, length, "sampler state['segment']")
+        share, _ = share_positions(length, done, self.rank, self.world_size, self.ddp)
+        return epoch, done, _state_int(state, "yielded", 0, len(share))
+
+
+class EpochBatchSampler:
+    """Whole batches of an :class:`EpochSampler` as slices of its order (numpy arrays for
+    tensorfeed datasets, lists otherwise), instead of one Python int at a time. Its state is the
+    sampler's, so a checkpoint resumes at the exact batch."""
+
+    def __init__(self, sampler: EpochSampler, batch_size: int, drop_last: bool, as_array: bool):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.as_array = as_array
+        # set by tfd.DataLoader when the dataset is read in this process and can fetch ahead
+        self.prefetch_hint: Callable[[Any], None] | None = None
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Any]:
+        sampler, bs = self.sampler, self.batch_size
+        order, start = sampler._begin_epoch()
+        stop = len(order) - (len(order) - start) % bs if self.drop_last else len(order)
+        hint = self.prefetch_hint
+        for s in range(start, stop, bs):
+            chunk = order[s : min(s + bs, stop)]
+            sampler._yielded += len(chunk)
+            if hint is not None and s + bs < stop:
+                hint(order[s + bs : min(s + 2 * bs, stop)])  # see sources/sql/dataset.py NOTE
+            yield chunk if self.as_array else chunk.tolist()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
+
+
+def _state_int(state: dict[str, Any], key: str, lo: int = 0, hi: int | None = None) -> int:
+    """``state[key]``, an int in ``[lo, hi]``, or a StateError naming the field."""
+    v = state.get(key)
+    if isinstance(v, bool) or not isinstance(v, int | np.integer):
+        raise StateError(f"sampler state[{key!r}] must be an int, got {v!r}")
+    if v < lo or (hi is not None and v > hi):
+        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise StateError(f"sampler state[{key!r}] must be in {rng}, got {v}")
+    return int(v)
 
 
 def check_state(state: dict[str, Any], identity: dict[str, Any], other: str) -> None:

@@ -16,15 +16,13 @@ from .sampling import (
     EpochSampler,
     _digest_array,
     _unique_labels,
-    check_state,
     read_column,
-    split_for_ranks,
 )
 
 # NOTE [ Drawing samplers ]
 # Weighted, balanced and hard-example samplers draw a whole epoch at once, for all ranks, from
 # ``numpy.random.default_rng([seed, epoch, kind])``; the draw is then split by position across
-# ranks (``split_for_ranks``: rank r takes positions r, r + W, ...), so ranks get disjoint,
+# ranks (``share_positions``: rank r takes positions r, r + W, ...), so ranks get disjoint,
 # equal shares of the same draw. Like EpochSampler, they count the indices yielded this epoch;
 # ``state_dict()`` records that count and ``load_state_dict()`` makes the next ``iter()`` redo
 # the same draw and continue after it, so a resumed epoch equals the uninterrupted one.
@@ -65,39 +63,23 @@ class _DrawSampler(EpochSampler):
     def _rng(self) -> np.random.Generator:
         return np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch, self._kind])
 
-    def _order(self) -> np.ndarray:
-        share, self.uneven = split_for_ranks(
-            self._draw(self._rng()), self.rank, self.world_size, self.ddp
-        )
-        return share
+    def _sequence_length(self) -> int:
+        return self._total()
 
-    def epoch_indices(self) -> np.ndarray:
-        """This rank's indices for the current epoch (what ``iter()`` yields from the start)."""
-        return self._order()
+    def _epoch_sequence(self) -> np.ndarray:
+        return self._draw(self._rng())
 
-    def __len__(self) -> int:
-        n, w = self._total(), self.world_size
-        if w == 1:
-            return n
-        return -(-n // w) if self.ddp == "pad" else n // w
-
-    def state_dict(self) -> dict[str, Any]:
+    def _full_identity(self) -> dict[str, Any]:
         return {
             "sampler": type(self).__name__,
             **self._identity(),
             "seed": self.seed,
-            "world_size": self.world_size,
-            "epoch": self.epoch,
-            "yielded": self._yielded,
+            "ddp": self.ddp,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        expect = {"sampler": type(self).__name__, **self._identity()}
-        expect.update(seed=self.seed, world_size=self.world_size)
-        check_state(state, expect, "dataset or configuration")
-        self.epoch = int(state["epoch"])
-        self._resume_at = int(state["yielded"])
-        self._yielded = self._resume_at
+    def epoch_indices(self) -> np.ndarray:
+        """This rank's indices for the current epoch (what ``iter()`` yields from the start)."""
+        return self._order()
 
 
 def _check_weights(weights: Any, what: str = "weights") -> np.ndarray:
@@ -448,7 +430,7 @@ class HardExampleSampler(_DrawSampler):
         return self.num_samples
 
     def _order(self) -> np.ndarray:
-        if self._epoch_losses is None or self._resume_at == 0:
+        if self._epoch_losses is None or not self._resuming():
             self._epoch_losses = self.losses.copy()
         return super()._order()
 
@@ -463,7 +445,7 @@ class HardExampleSampler(_DrawSampler):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state.update(self.loop_state_dict())
-        mid_epoch = 0 < self._yielded < len(self)
+        mid_epoch = (self._yielded > 0 or self._segment.count() > 0) and not self.epoch_over()
         state["epoch_losses"] = (
             _encode_floats(self._epoch_losses)
             if mid_epoch and self._epoch_losses is not None
