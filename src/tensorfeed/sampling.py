@@ -263,6 +263,10 @@ class EpochSampler(Sampler[int]):
         epoch = _state_int(state, "epoch")
         if "done" in state:
             return epoch, Done.from_state(state["done"], length, "sampler state['done']"), 0
+        if "yielded" not in state:
+            raise StateError(
+                "the sampler state has neither 'done' (a job's state) nor 'yielded' (a rank's)"
+            )
         world, rank = state.get("world_size"), state.get("rank", self.rank)
         if world != self.world_size or rank != self.rank:
             raise StateError(
@@ -321,8 +325,8 @@ def _state_int(state: dict[str, Any], key: str, lo: int = 0, hi: int | None = No
     if isinstance(v, bool) or not isinstance(v, int | np.integer):
         raise StateError(f"sampler state[{key!r}] must be an int, got {v!r}")
     if v < lo or (hi is not None and v > hi):
-        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise StateError(f"sampler state[{key!r}] must be in {rng}, got {v}")
+        rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise StateError(f"sampler state[{key!r}] must be {rng}, got {v}")
     return int(v)
 
 
