@@ -269,6 +269,8 @@ class StreamDataset(IterableDataset[Any]):
     seed: int = 0
     epoch: int = 0
     _parent_world: tuple[int, int] | None = None
+    # the loader's timeout= when it runs without workers (a source that can wait applies it)
+    loader_timeout: float = 0.0
 
     # -- the contract -----------------------------------------------------------------------
     def _iter_tables(self, world: World, epoch: int, position: Any) -> Iterator[pa.Table]:

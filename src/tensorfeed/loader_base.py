@@ -177,6 +177,17 @@ class BaseDataLoader(StatefulDataLoader):
                 sampler, batch_size, drop_last = None, 1, False
         if generator is None:
             generator = torch.Generator().manual_seed(self.seed)
+        # torch's timeout= is for collecting a batch from workers (torch and torchdata assert it
+        # is 0 without workers); a stream read in this process applies it itself
+        self._inline_timeout = 0.0
+        if workers == 0 and timeout:
+            if not isinstance(dataset, _BatchIterable | StreamDataset):
+                raise ConfigError(
+                    f"timeout={timeout} needs num_workers >= 1 for a map-style dataset (it "
+                    "bounds the wait for a worker's batch); tensorfeed streams apply it without "
+                    "workers too"
+                )
+            self._inline_timeout, timeout = float(timeout), 0
 
         with warnings.catch_warnings():
             # torchdata 0.11 calls a deprecated torch API in its constructor: silenced here
@@ -244,6 +255,9 @@ class BaseDataLoader(StatefulDataLoader):
         )
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        if isinstance(self._source, StreamDataset):
+            # torch's timeout= covers workers only; a stream applies it itself in this process
+            self._source.loader_timeout = self._inline_timeout
         self._prepare_epoch()
         self._before_workers()
         it = super().__iter__()
@@ -336,6 +350,10 @@ class BaseDataLoader(StatefulDataLoader):
             "seed": self.seed,
             "ranks": ranks,
         }
+        # A source that pins what an epoch reads (KafkaStream's end offsets) keeps it here.
+        source_state = getattr(self._source, "_checkpoint_state", None)
+        if callable(source_state):
+            state["tensorfeed"]["source"] = source_state()
         # A sampler fed by the training loop (HardExampleSampler.update) has state the loop
         # changed after torchdata's snapshot of it: save the loop's view too.
         loop = getattr(self._epoch_sampler or self.sampler, "loop_state_dict", None)
@@ -380,6 +398,9 @@ class BaseDataLoader(StatefulDataLoader):
             loop_sampler.load_loop_state_dict(ours["sampler_loop"])
         self.epoch = int(ours["epoch"])
         self._next_epoch = self.epoch
+        restore = getattr(self._source, "_restore_checkpoint_state", None)
+        if callable(restore):
+            restore(ours.get("source"))
         if isinstance(self.dataset, _BatchIterable | StreamDataset):
             self.dataset.set_epoch(self.epoch)
 

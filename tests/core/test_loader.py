@@ -253,3 +253,11 @@ def test_public_api_is_exactly_all():
         tfd.NoDeviceError,
     ):
         assert issubclass(cls, tfd.TensorfeedError)
+
+
+def test_timeout_without_workers_is_a_config_error_for_map_style_not_an_assertion():
+    # torch and torchdata assert timeout == 0 without workers; a stream applies it in-process
+    with pytest.raises(tfd.ConfigError, match=r"timeout=3 needs num_workers >= 1"):
+        tfd.DataLoader(tfd.MemoryDataset(_data()), batch_size=4, timeout=3)
+    stream = tfd.MemoryStream(_data(), chunk_rows=10)
+    assert len(list(tfd.DataLoader(stream, batch_size=10, timeout=3))) == 11

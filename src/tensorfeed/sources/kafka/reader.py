@@ -42,6 +42,7 @@ from ..._deps import require
 from ...columns import SampleSpec
 from ...errors import (
     ConnectionFailedError,
+    ConnectionLostError,
     DataError,
     NotFoundError,
     SourceChangedError,
@@ -104,9 +105,13 @@ class ShardSource(KafkaSettings, Protocol):
     on_error: str
     poll_batch: int
     poll_timeout: float
+    loader_timeout: float
+    bootstrap_servers: str
     stats: KafkaStats
 
     def describe(self) -> str: ...
+
+    def pinned_end(self, epoch: int) -> dict[str, int] | None: ...
 
     def output_columns(self, present: list[str]) -> list[str]: ...
 
@@ -184,7 +189,7 @@ class ShardReader:
             self.last_good = {pkey(t, p): nxt[pkey(t, p)] - 1 for t, p in mine}
             end = self.position.get("end")
             if end is None and self.stream.end is not None:
-                end = resolve_offsets(self.stream, consumer, mine, self.stream.end, "end")
+                end = self._end_offsets(consumer, mine)
             meta = json.dumps(
                 {
                     "start": {pkey(t, p): nxt[pkey(t, p)] for t, p in mine},
@@ -200,6 +205,23 @@ class ShardReader:
         finally:
             close_consumer(consumer)
             LIVE_READERS.pop(self.token, None)
+
+    def _end_offsets(self, consumer: Any, mine: list[tuple[str, int]]) -> dict[str, int]:
+        """This shard's end offsets: those the stream pinned for the epoch (NOTE [ A bounded
+        epoch's end ] in stream.py), resolved here only for partitions it did not pin."""
+        pinned = self.stream.pinned_end(self.epoch) or {}
+        end = {pkey(t, p): pinned[pkey(t, p)] for t, p in mine if pkey(t, p) in pinned}
+        missing = [(t, p) for t, p in mine if pkey(t, p) not in end]
+        if missing:
+            end.update(resolve_offsets(self.stream, consumer, missing, self.stream.end, "end"))
+        return end
+
+    def _short_of_the_end(self, end: dict[str, int], open_parts: set[str]) -> str:
+        """Where the open partitions of a bounded epoch stand, for an error message."""
+        where = [
+            f"{k} at offset {self.last_good.get(k, -1) + 1} of {end[k]}" for k in sorted(open_parts)
+        ]
+        return f"{self.stream.describe()} is short of the epoch's end: " + ", ".join(where[:8])
 
     def _consume(
         self,
@@ -218,7 +240,20 @@ class ShardReader:
                 if s.end is None and held is not None:
                     yield held
                     held = None
-                if s.idle_timeout is not None and time.monotonic() - last_data >= s.idle_timeout:
+                idle = time.monotonic() - last_data
+                if s.loader_timeout and idle >= s.loader_timeout:  # num_workers=0 (see stream.py)
+                    raise RuntimeError(
+                        f"DataLoader timed out after {s.loader_timeout:g} seconds: no message "
+                        f"from {s.describe()} at {s.bootstrap_servers}"
+                        + (f"; {self._short_of_the_end(end, open_parts)}" if end else "")
+                    )
+                if s.idle_timeout is not None and idle >= s.idle_timeout:
+                    if end is not None:  # a bounded epoch ends at its end offsets, or raises
+                        raise ConnectionLostError(
+                            f"nothing arrived for {s.idle_timeout:g} s (idle_timeout) and "
+                            f"{self._short_of_the_end(end, open_parts)}; is the broker at "
+                            f"{s.bootstrap_servers} reachable?"
+                        )
                     break
                 continue
             last_data = time.monotonic()

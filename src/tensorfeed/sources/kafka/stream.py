@@ -26,7 +26,14 @@ from ...columns import RowLocator, make_spec
 from ...dataset import StreamDataset, _digest
 from ...errors import ConfigError, StateError
 from ...sampling import World
-from .client import close_consumer, kafka_call, list_partitions, make_consumer, split_pkey
+from .client import (
+    close_consumer,
+    kafka_call,
+    list_partitions,
+    make_consumer,
+    resolve_offsets,
+    split_pkey,
+)
 from .decode import as_schema
 from .reader import LIVE_READERS, META_COLUMNS, META_KEY, KafkaStats, ShardReader
 
@@ -381,6 +388,64 @@ class KafkaStream(StreamDataset):
         finally:
             close_consumer(consumer)
         return out
+
+    # -- the epoch's end, pinned once -----------------------------------------------------------
+    # NOTE [ A bounded epoch's end ]
+    # With ``end`` set, ``tfd.DataLoader`` pins the epoch's end offsets for every partition in the
+    # main process when the epoch starts (``set_epoch``); the workers (pickled after that) read to
+    # exactly those, and the checkpoint carries them (``_checkpoint_state``), so a worker that had
+    # not handed out a batch yet resumes to the same end instead of resolving "now" anew. Without
+    # a pin (a plain torch DataLoader, a persistent worker's later epochs) each shard resolves
+    # its end when it starts, as before. The epoch then delivers every message up to the end, or
+    # raises: an ``idle_timeout`` that runs out before the end is a ConnectionLostError naming the
+    # partitions and how far they got, and ``loader_timeout`` (the loader's ``timeout=`` with
+    # ``num_workers=0``, where torch's own cannot apply) a RuntimeError like torch's.
+    _epoch_end: dict[str, Any] | None = None
+    _restored_end: dict[str, Any] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        restored, self._restored_end = self._restored_end, None
+        if restored is not None and restored["epoch"] == self.epoch:
+            self._epoch_end = restored
+        elif self.end is None:
+            self._epoch_end = None
+        else:
+            consumer = make_consumer(self)
+            try:
+                parts = list_partitions(self, consumer)
+                end = resolve_offsets(self, consumer, parts, self.end, "end")
+            finally:
+                close_consumer(consumer)
+            self._epoch_end = {"epoch": self.epoch, "end": end}
+
+    def pinned_end(self, epoch: int) -> dict[str, int] | None:
+        """The end offsets pinned for ``epoch`` (``{"topic:partition": offset}``), if any."""
+        pin = self._epoch_end
+        return dict(pin["end"]) if pin is not None and pin["epoch"] == epoch else None
+
+    def _checkpoint_state(self) -> dict[str, Any] | None:
+        return copy.deepcopy(self._epoch_end)
+
+    def _restore_checkpoint_state(self, state: Any) -> None:
+        """Take the pinned end of a checkpoint (checked) for the next ``set_epoch``."""
+        if state is None:
+            return
+        end = state.get("end") if isinstance(state, dict) else None
+        epoch = state.get("epoch") if isinstance(state, dict) else None
+        if (
+            not isinstance(epoch, int)
+            or not isinstance(end, dict)
+            or not all(isinstance(k, str) and isinstance(v, int) for k, v in end.items())
+        ):
+            raise StateError(
+                f"the checkpoint's pinned end of {self.describe()} must be {{'epoch': int, "
+                f"'end': {{'topic:partition': offset}}}}, got {state!r}"
+            )
+        unknown = sorted({split_pkey(k)[0] for k in end} - set(self.topics))
+        if unknown:
+            raise StateError(f"the checkpoint's pinned end names other topics: {unknown}")
+        self._restored_end = {"epoch": epoch, "end": dict(end)}
 
     def _on_checkpoint(self, state: dict[str, Any]) -> None:
         """Called by ``tfd.DataLoader.state_dict()``: commit when ``commit_on_checkpoint``."""
