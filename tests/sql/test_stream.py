@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import threading
 
 import pytest
@@ -89,6 +90,64 @@ def test_resume_pushes_the_skip_down(items, workers):
     resumed = make()
     resumed.load_state_dict(state)
     assert head + [b["id"].tolist() for b in resumed] == full
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_after_delivered_rows_were_deleted_skips_nothing(items, workers):
+    """A keyset position: deleting delivered rows before the resume shifts nothing (by OFFSET the
+    resumed epoch would skip as many undelivered rows as were deleted)."""
+    db, table = items
+
+    def make():
+        st = tfd.SQLStream(db.url, table=table, key="id", columns=["v"], chunk_rows=100)
+        return tfd.DataLoader(st, batch_size=64, num_workers=workers)
+
+    loader = make()
+    it = iter(loader)
+    head = [i for _ in range(5) for i in next(it)["id"].tolist()]  # the key stays in batches
+    state = json.loads(json.dumps(loader.state_dict()))
+    del it
+    gone = head[:20]
+    db.execute(f'DELETE FROM "{table}" WHERE id IN ({", ".join(map(str, gone))})')
+    resumed = make()
+    resumed.load_state_dict(state)
+    rest = _ids(resumed)
+    assert sorted(head + rest) == list(range(N_ROWS)) and len(set(head + rest)) == N_ROWS
+    assert sorted(_ids(resumed)) == sorted(set(range(N_ROWS)) - set(gone))  # the next epoch
+
+
+def _set_positions(obj, position) -> None:
+    """Overwrite every stream position inside a state dict."""
+    if isinstance(obj, dict):
+        if "position" in obj and "source" in obj:
+            obj["position"] = position
+        for v in obj.values():
+            _set_positions(v, position)
+
+
+@pytest.mark.parametrize(
+    ("position", "message"),
+    [
+        ({"rows": -32, "after": 5}, "must be {'rows': int >= 0"),
+        ({"rows": 3}, "must be {'rows': int >= 0"),
+        ({"rows": 3, "after": [1]}, "not an int, float or str"),
+        (-32, "must be a row count >= 0"),
+        ("10", "must be a row count >= 0"),
+    ],
+)
+def test_a_bad_stream_position_is_a_state_error(items, position, message):
+    db, table = items
+    st = tfd.SQLStream(db.url, table=table, key="id", chunk_rows=100)
+    loader = tfd.DataLoader(st, batch_size=64)
+    it = iter(loader)
+    next(it)
+    state = loader.state_dict()
+    del it
+    _set_positions(state, position)
+    resumed = tfd.DataLoader(tfd.SQLStream(db.url, table=table, key="id"), batch_size=64)
+    resumed.load_state_dict(state)
+    with pytest.raises(tfd.StateError, match=re.escape(message)):
+        next(iter(resumed))
 
 
 def test_supervised_stream(items):

@@ -8,6 +8,7 @@ is a :class:`DataError` naming its key; an updated row is read as it is now.
 
 from __future__ import annotations
 
+import math
 import os
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,7 +18,7 @@ import pyarrow as pa
 
 from ...columns import RowLocator, make_spec
 from ...dataset import StreamDataset
-from ...errors import ConfigError, TensorfeedError
+from ...errors import ConfigError, StateError, TensorfeedError
 from ...sampling import World
 from .backend import _Backend, _MixedTypes
 from .config import _mixed, _SQLCommon
@@ -76,13 +77,60 @@ class SQLStream(_SQLCommon, StreamDataset):
         t = be.table(conn, f"SELECT {qk} FROM {frm} LIMIT 0", params)
         return bool(pa.types.is_integer(t.schema.field(0).type))
 
-    def _iter_tables(self, world: World, epoch: int, position: int) -> Iterator[pa.Table]:
+    # -- positions: keyset (NOTE [ Resuming a SQL stream by key ]) ------------------------------
+    # NOTE [ Resuming a SQL stream by key ]
+    # Within a shard rows come in key order, so with a key (and no shuffle buffer) a shard's
+    # position is ``{"rows": delivered, "after": the last key delivered}`` and a resumed shard
+    # reads ``WHERE key > after``: rows deleted or inserted before that point since the
+    # checkpoint shift nothing (an OFFSET would skip as many undelivered rows as were deleted).
+    # The key column therefore stays in the batches. Keys that are not ints, finite floats or
+    # strings, and streams with a shuffle buffer (which replays the shard from its start), keep
+    # the row count as their position.
+    def _keyset(self) -> bool:
+        return self.key is not None and self.shuffle_buffer == 0
+
+    def _start_position(self) -> Any:
+        return {"rows": 0, "after": None} if self._keyset() else 0
+
+    def _advance(self, position: Any, table: pa.Table) -> Any:
+        if not isinstance(position, dict):
+            return position + table.num_rows
+        after = position["after"]
+        if table.num_rows and self.key in table.column_names:
+            after = table.column(self.key)[-1].as_py()
+            if _key_literal(after) is None:  # not a key we can resume after: count rows
+                return int(position["rows"]) + table.num_rows
+        return {"rows": int(position["rows"]) + table.num_rows, "after": after}
+
+    def _visible(self, t: pa.Table) -> pa.Table:
+        out = super()._visible(t)
+        if self._keyset() and self.key not in out.column_names and self.key in t.column_names:
+            out = out.append_column(self.key, t.column(self.key))
+        return out
+
+    def _check_position(self, position: Any) -> None:
+        where = f"a checkpoint position of {self.describe()}"
+        if isinstance(position, dict):
+            rows, after = position.get("rows"), position.get("after", "?")
+            if set(position) != {"rows", "after"} or not isinstance(rows, int) or rows < 0:
+                raise StateError(
+                    f"{where} must be {{'rows': int >= 0, 'after': key}}, got {position!r}"
+                )
+            if after is not None and _key_literal(after) is None:
+                raise StateError(f"{where} has a key {after!r} that is not an int, float or str")
+        elif isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise StateError(
+                f"{where} must be a row count >= 0 or a keyset position, got {position!r}"
+            )
+
+    def _iter_tables(self, world: World, epoch: int, position: Any) -> Iterator[pa.Table]:
         if world.num_shards > 1 and self.key is None:
             raise ConfigError(
                 f"SQLStream over {self.src.describe()} has no key= and cannot be split across "
                 f"{world.num_shards} workers/ranks without duplicating rows; give key= (a unique "
                 "column) or read it with num_workers=0 on one rank"
             )
+        self._check_position(position)
         be = self._backend()
         pid = os.getpid()
         conn = self._idle_connection(be)
@@ -127,7 +175,7 @@ class SQLStream(_SQLCommon, StreamDataset):
         weakref.finalize(self, _close_idle, self._idle, self._backend())
 
     def _shard_tables(
-        self, be: _Backend, conn: Any, world: World, position: int
+        self, be: _Backend, conn: Any, world: World, position: Any
     ) -> Iterator[pa.Table]:
         frm, params = self.src.from_clause()
         where = f"{self.src.describe()} of {self.db.safe}"
@@ -135,14 +183,22 @@ class SQLStream(_SQLCommon, StreamDataset):
             names = be.schema(conn, f"SELECT tfd_src.* FROM {frm} LIMIT 0", params)
             self._validate(names)
             sql = f"SELECT {self._select_list()} FROM {frm}"
+            offset = position if isinstance(position, int) else 0
             if self.key is not None:
                 qk = f"tfd_src.{self.src.quote(self.key)}"
+                where_parts = []
                 if world.num_shards > 1:
                     is_int = self._key_is_int(be, conn, frm, params)
-                    sql += " WHERE " + be.shard_predicate(qk, is_int, world.num_shards, world.shard)
+                    where_parts.append(
+                        be.shard_predicate(qk, is_int, world.num_shards, world.shard)
+                    )
+                if isinstance(position, dict) and position["after"] is not None:
+                    where_parts.append(f"{qk} > {_key_literal(position['after'])}")
+                if where_parts:
+                    sql += " WHERE " + " AND ".join(f"({w})" for w in where_parts)
                 sql += f" ORDER BY {qk}"
-            if position:
-                sql += f"{' LIMIT -1' if isinstance(be, _SQLite) else ''} OFFSET {int(position)}"
+            if offset:
+                sql += f"{' LIMIT -1' if isinstance(be, _SQLite) else ''} OFFSET {int(offset)}"
             for t in be.stream(conn, sql, params, self.chunk_rows, self._typing()):
                 yield self._visible(t)
         except _MixedTypes as exc:
@@ -159,3 +215,16 @@ class SQLStream(_SQLCommon, StreamDataset):
         if self.key is not None and self.key in table.column_names:
             return RowLocator(self.describe(), key=self.key)
         return RowLocator(self.describe())
+
+
+def _key_literal(value: Any) -> str | None:
+    """A key value as a SQL literal (ints, finite floats, strings), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return None
