@@ -342,7 +342,8 @@ class BaseDataLoader(StatefulDataLoader):
 
                 states = [None] * ranks
                 dist.all_gather_object(states, local)
-            job = sampler.merge_states(states)
+            # a sampler given explicit ranks without a process group: this rank's state only
+            job = sampler.merge_states(states) if len(states) == sampler.world_size else local
             state = loader_state.for_workers(state, job, self.num_workers, self.seed)
         state["tensorfeed"] = {
             "epoch": self.epoch,

@@ -147,6 +147,7 @@ class EpochSampler(Sampler[int]):
         self._segment = Done()  # what the current segment started from
         self._next_segment = Done()  # what the next iter() starts from (a loaded state)
         self._share_size = 0  # this rank's indices in the current segment
+        self._loaded = False  # load_state_dict() ran and no iteration has begun since
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -176,7 +177,7 @@ class EpochSampler(Sampler[int]):
         """Start an iteration: this rank's order and the position in it to start at."""
         order = self._order()
         self._segment, self._next_segment = self._next_segment, Done()
-        start, self._resume_at = self._resume_at, 0
+        start, self._resume_at, self._loaded = self._resume_at, 0, False
         self._yielded, self._share_size = start, len(order)
         return order, start
 
@@ -206,13 +207,14 @@ class EpochSampler(Sampler[int]):
 
     def state_dict(self) -> dict[str, Any]:
         """This rank's state: the segment it is in and how far into its share it got."""
+        loaded = self._loaded  # a state loaded and not yet iterated: still where it said
         return {
             **self._full_identity(),
             "epoch": self.epoch,
             "world_size": self.world_size,
             "rank": self.rank,
-            "segment": self._segment.as_dict(),
-            "yielded": self._yielded,
+            "segment": (self._next_segment if loaded else self._segment).as_dict(),
+            "yielded": self._resume_at if loaded else self._yielded,
         }
 
     def merge_states(self, states: list[dict[str, Any]]) -> dict[str, Any]:
@@ -220,6 +222,20 @@ class EpochSampler(Sampler[int]):
         is done, loadable on any number of ranks."""
         if not states:
             raise StateError("no rank states to merge")
+        # a rank that loaded the job's state and has handed out nothing since reports that
+        # state: it is rank r at the start of the segment that state begins
+        states = [
+            {
+                **{k: v for k, v in st.items() if k != "done"},
+                "segment": st["done"],
+                "yielded": 0,
+                "rank": r,
+                "world_size": len(states),
+            }
+            if isinstance(st, dict) and "done" in st
+            else st
+            for r, st in enumerate(states)
+        ]
         first = states[0]
         length = self._sequence_length()
         for r, st in enumerate(states):
@@ -253,7 +269,7 @@ class EpochSampler(Sampler[int]):
         """Load a job's state (from :meth:`merge_states`: any number of ranks) or one rank's
         (:meth:`state_dict`: the same rank of the same number of ranks)."""
         self.epoch, self._next_segment, self._resume_at = self.parse_state(state)
-        self._yielded = self._resume_at
+        self._yielded, self._loaded = self._resume_at, True
 
     def parse_state(self, state: Any) -> tuple[int, Done, int]:
         """``(epoch, segment start, position in this rank's share)`` of a state dict, every

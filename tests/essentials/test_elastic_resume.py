@@ -94,6 +94,27 @@ def test_resume_on_another_worker_count_is_exactly_the_rest(kind, w_from, w_to, 
     assert resumed_epoch1 == epoch1
 
 
+@pytest.mark.parametrize(("w_first", "w_second"), [(0, 0), (2, 2), (2, 0)])
+def test_a_checkpoint_right_after_a_resume_keeps_the_position(w_first, w_second):
+    def make(w):
+        return _loader(_memory(), w)
+
+    epoch0 = _ids(make(0))
+    first = make(w_first)
+    it = iter(first)
+    head = [i for _ in range(4) for i in next(it)["id"].tolist()]
+    state = json.loads(json.dumps(first.state_dict()))
+    del it
+    second = make(w_second)
+    second.load_state_dict(state)
+    it2 = iter(second)  # started, nothing handed out since the load
+    again = json.loads(json.dumps(second.state_dict()))
+    del it2
+    third = make(0)
+    third.load_state_dict(again)
+    assert head + _ids(third) == epoch0
+
+
 @pytest.mark.parametrize("sampler_kind", ["weighted", "balanced"])
 def test_drawing_samplers_resume_on_another_worker_count(sampler_kind):
     ds = tfd.MemoryDataset({"id": np.arange(N), "y": np.arange(N) % 3})
