@@ -351,6 +351,10 @@ class BaseDataLoader(StatefulDataLoader):
             "seed": self.seed,
             "ranks": ranks,
         }
+        # What the source was, to name what changed if it no longer matches (SQL keys, files).
+        manifest = getattr(self._source, "_change_manifest", None)
+        if callable(manifest):
+            state["tensorfeed"]["manifest"] = manifest()
         # A source that pins what an epoch reads (KafkaStream's end offsets) keeps it here.
         source_state = getattr(self._source, "_checkpoint_state", None)
         if callable(source_state):
@@ -373,6 +377,7 @@ class BaseDataLoader(StatefulDataLoader):
             raise StateError(f"a state dict must be a dict, got {type(state_dict).__name__}")
         ours = loader_state.check_block(state_dict.get("tensorfeed"))
         if ours["dataset"] != self._identity():
+            loader_state.raise_if_changed(self._source, ours.get("manifest"))
             raise StateError(
                 f"this state dict is from dataset {ours['dataset']!r}, not {self._identity()!r}"
             )

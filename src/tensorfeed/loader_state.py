@@ -20,7 +20,7 @@ import numpy as np
 from torchdata.stateful_dataloader import stateful_dataloader as _td
 from torchdata.stateful_dataloader.worker import _DATASET_STATE, _FETCHER_STATE, _WORKER_ID
 
-from .errors import StateError
+from .errors import SourceChangedError, StateError
 
 # torchdata's own key names, so a rename there fails here loudly instead of writing stale keys
 _Multi = _td._StatefulMultiProcessingDataLoaderIter
@@ -137,4 +137,17 @@ def check_stream_topology(
             f"{taken_ranks} rank(s); a stream resumes on the same topology only (this loader has "
             f"{num_workers} worker(s) on {ranks} rank(s)): each worker's position is its own "
             "shard's"
+        )
+
+
+def raise_if_changed(source: Any, old: Any) -> None:
+    """A SourceChangedError naming what changed, if ``source`` can tell from the manifest ``old``
+    its checkpoint kept (``_change_manifest`` / ``_describe_change``: SQL keys, lake files)."""
+    describe = getattr(source, "_describe_change", None)
+    what = describe(old) if callable(describe) and old is not None else None
+    if what:
+        raise SourceChangedError(
+            f"{source.describe()} changed since this checkpoint: {what}. Resuming its epoch "
+            "would deliver rows twice or not at all; start a new epoch instead (a new loader "
+            "without load_state_dict, or set_epoch)"
         )

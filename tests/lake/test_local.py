@@ -493,3 +493,28 @@ def test_fast_batches_match_the_generic_conversion(local_lake: Path) -> None:
     # strings and partitions take the general path and still convert
     b = tfd.LakeDataset(str(local_lake)).__getitems__(idx)
     assert b.to_batch()["region"] == ColumnBatch.to_batch(b)["region"]
+
+
+@pytest.mark.parametrize("change", ["added", "removed", "replaced"])
+def test_a_lake_changed_since_the_checkpoint_names_the_files(local_lake, change):
+    import json
+
+    loader = tfd.DataLoader(tfd.LakeDataset(str(local_lake)), batch_size=32, shuffle=True)
+    it = iter(loader)
+    next(it)
+    state = json.loads(json.dumps(loader.state_dict()))
+    del it
+    part = next(local_lake.rglob("*.parquet"))
+    if change == "added":
+        pq.write_table(
+            pa.table({"id": [10**6], "age": [1], "x": [0.0], "label": [0]}),
+            part.with_name("part-9.parquet"),
+        )
+    elif change == "removed":
+        part.unlink()
+    else:
+        table = pq.read_table(part).slice(1)
+        pq.write_table(table, part)
+    resumed = tfd.DataLoader(tfd.LakeDataset(str(local_lake)), batch_size=32, shuffle=True)
+    with pytest.raises(tfd.SourceChangedError, match=rf"1 file\(s\) {change}: .*part-"):
+        resumed.load_state_dict(state)

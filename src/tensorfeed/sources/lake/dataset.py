@@ -54,6 +54,9 @@ def _describe_index(plan: Plan, starts: np.ndarray, idx: int) -> str:
     return f"row {int(plan.unit_base[u]) + phys} of {entry.display} (index {idx}{where})"
 
 
+_MANIFEST_FILES = 2000  # files named in a checkpoint's manifest, at most
+
+
 class LakeDataset(MapDataset):
     """A map-style dataset over a lake of Parquet, CSV or newline-delimited JSON files.
 
@@ -250,6 +253,32 @@ class LakeDataset(MapDataset):
                 str(self.lake.filter),
             ]
         )
+
+    # -- what a checkpoint remembers (loader_state.raise_if_changed) -------------------------
+    def _change_manifest(self) -> dict[str, Any]:
+        files = self._plan.files
+        if len(files) > _MANIFEST_FILES:  # the fingerprint still tells; the names would not fit
+            return {"files": None, "count": len(files)}
+        return {"files": [[f.path, f.size, f.etag or f.mtime_ns] for f in files]}
+
+    def _describe_change(self, old: Any) -> str | None:
+        then = old.get("files") if isinstance(old, dict) else None
+        if not isinstance(then, list):
+            return None
+        before = {str(p): (s, v) for p, s, v in then}
+        now = {f.path: (f.size, f.etag or f.mtime_ns) for f in self._plan.files}
+        parts = []
+        for what, names in (
+            ("added", sorted(set(now) - set(before))),
+            ("removed", sorted(set(before) - set(now))),
+            ("replaced", sorted(p for p in set(now) & set(before) if now[p] != before[p])),
+        ):
+            if names:
+                shown = ", ".join(names[:5]) + (
+                    f" and {len(names) - 5} more" if len(names) > 5 else ""
+                )
+                parts.append(f"{len(names)} file(s) {what}: {shown}")
+        return "; ".join(parts) or None
 
     # -- samplers ---------------------------------------------------------------------------
     def locality_sampler(

@@ -26,6 +26,7 @@ from ...cache import _Gather, _without_owned
 from ...columns import RowLocator, make_spec
 from ...dataset import MapDataset, _digest
 from ...errors import ConfigError, ConnectionLostError, DataError, TensorfeedError
+from . import changes
 from .backend import _MixedTypes, _Typing
 from .config import _check_names, _mixed, _SQLCommon
 from .driver_errors import _translate
@@ -196,6 +197,7 @@ class SQLDataset(_SQLCommon, MapDataset):
                 be.close(conn)
         self._keys, self._row_ids, self._snapshot = keys, row_ids, snapshot
         self.__dict__.pop("_sql_cache", None)  # the fetch SQL depends on whether ctids exist
+        self.__dict__.pop("_keys_digest", None)
         self.__dict__.pop("_mem", None)  # rows kept in memory belong to the old view
 
     def _is_heap_table(self, be: _Postgres, conn: Any) -> bool:
@@ -533,8 +535,27 @@ class SQLDataset(_SQLCommon, MapDataset):
         return self._run_locked(*self._probe_sql(), None).column_names
 
     def fingerprint(self) -> str:
+        """The query, columns and parameters, and a digest of the keys pinned at construction
+        (or ``refresh()``): a cache or checkpoint of other rows is not this dataset's."""
+        if "_keys_digest" not in self.__dict__:
+            self.__dict__["_keys_digest"] = changes.keys_digest(self._keys)
         params = _digest([repr(v) for v in self.src.params or ()])
-        return _digest(["SQLDataset", self.describe(), self.columns, params, len(self)])
+        return _digest(
+            [
+                "SQLDataset",
+                self.describe(),
+                self.columns,
+                params,
+                len(self),
+                self.__dict__["_keys_digest"],
+            ]
+        )
+
+    def _change_manifest(self) -> dict[str, Any]:
+        return changes.manifest(self._keys, self.key)
+
+    def _describe_change(self, old: Any) -> str | None:
+        return changes.describe_change(old, self._keys, self.key)
 
 
 def _packed_tids(col: pa.ChunkedArray) -> np.ndarray:
