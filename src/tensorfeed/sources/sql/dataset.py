@@ -198,6 +198,7 @@ class SQLDataset(_SQLCommon, MapDataset):
         self._keys, self._row_ids, self._snapshot = keys, row_ids, snapshot
         self.__dict__.pop("_sql_cache", None)  # the fetch SQL depends on whether ctids exist
         self.__dict__.pop("_keys_digest", None)
+        self.__dict__.pop("_manifest", None)
         self.__dict__.pop("_mem", None)  # rows kept in memory belong to the old view
 
     def _is_heap_table(self, be: _Postgres, conn: Any) -> bool:
@@ -552,7 +553,9 @@ class SQLDataset(_SQLCommon, MapDataset):
         )
 
     def _change_manifest(self) -> dict[str, Any]:
-        return changes.manifest(self._keys, self.key)
+        if "_manifest" not in self.__dict__:  # the keys are pinned: once per dataset
+            self.__dict__["_manifest"] = changes.manifest(self._keys, self.key)
+        return dict(self.__dict__["_manifest"])
 
     def _describe_change(self, old: Any) -> str | None:
         return changes.describe_change(old, self._keys, self.key)
