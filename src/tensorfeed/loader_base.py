@@ -22,10 +22,8 @@ map-style checkpoints ] in ``epoch_progress.py``): it loads on any number of wor
 from __future__ import annotations
 
 import copy
-import os
 import time
 import warnings
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +38,8 @@ from torchdata.stateful_dataloader.stateful_dataloader import (
 from . import loader_state
 from .collate_fn import Collate, batch_size_of
 from .dataset import MapDataset, StreamDataset, _BatchIterable
-from .errors import ConfigError, NoDeviceError, StateError
+from .device_prefetch import _check_device, _DevicePrefetcher, _to_device
+from .errors import ConfigError, StateError
 from .sampling import (
     EpochBatchSampler,
     EpochSampler,
@@ -48,6 +47,7 @@ from .sampling import (
     seed_worker_generators,
     shard_seed,
 )
+from .worker_restarts import RestartingIterator
 
 
 @dataclass
@@ -130,12 +130,18 @@ class BaseDataLoader(StatefulDataLoader):
         ddp: str = "pad",
         device: str | torch.device | None = None,
         prefetch_to_device: int = 0,
+        max_worker_restarts: int = 0,
     ) -> None:
         workers = self._resolve_workers(num_workers, dataset, batch_size)
         self.seed = int(seed)
         self.stats = LoaderStats()
         self._device = _check_device(device, prefetch_to_device)
         self._prefetch_to_device = prefetch_to_device
+        if not isinstance(max_worker_restarts, int) or max_worker_restarts < 0:
+            raise ConfigError(
+                f"max_worker_restarts must be an int >= 0, got {max_worker_restarts!r}"
+            )
+        self._max_worker_restarts = max_worker_restarts  # NOTE [ Worker restarts ]
         if self._device is not None and self._device.type == "cuda":
             pin_memory = True
         self._next_epoch = 0
@@ -258,11 +264,17 @@ class BaseDataLoader(StatefulDataLoader):
         if isinstance(self._source, StreamDataset):
             # torch's timeout= covers workers only; a stream applies it itself in this process
             self._source.loader_timeout = self._inline_timeout
-        self._prepare_epoch()
-        self._before_workers()
-        it = super().__iter__()
+
+        def start() -> Iterator[Any]:
+            self._prepare_epoch()
+            self._before_workers()
+            return super(BaseDataLoader, self).__iter__()
+
+        limit = self._max_worker_restarts
+        inner: Iterator[Any] = (
+            RestartingIterator(self, start, limit) if self.num_workers else start()
+        )
         self.stats = LoaderStats()
-        inner: Iterator[Any] = it
         if isinstance(self.dataset, _BatchIterable) and dist_rank_world()[1] > 1:
             inner = _EvenRanksIterator(inner, self._ddp, self.stats)
         inner = _StatsIterator(inner, self.stats)
@@ -516,83 +528,3 @@ class _StatsIterator:
 
 
 # --------------------------------------------------------------------------- devices
-
-
-def _check_device(device: str | torch.device | None, prefetch: int) -> torch.device | None:
-    if prefetch < 0:
-        raise ConfigError(f"prefetch_to_device must be >= 0, got {prefetch}")
-    if device is None:
-        if prefetch:
-            raise ConfigError("prefetch_to_device needs device= (for example device='cuda')")
-        return None
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise NoDeviceError(
-            f"device={str(device)!r} was asked for but torch sees no CUDA device on this machine "
-            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
-            "tensorfeed does not silently fall back to the CPU"
-        )
-    return dev
-
-
-def _to_device(batch: Any, device: torch.device, non_blocking: bool) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=non_blocking)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device, non_blocking) for k, v in batch.items()}
-    if isinstance(batch, tuple):
-        return tuple(_to_device(v, device, non_blocking) for v in batch)
-    return batch
-
-
-def _record(batch: Any, stream: Any) -> None:
-    if isinstance(batch, torch.Tensor):
-        batch.record_stream(stream)
-    elif isinstance(batch, dict):
-        for v in batch.values():
-            _record(v, stream)
-    elif isinstance(batch, tuple):
-        for v in batch:
-            _record(v, stream)
-
-
-class _DevicePrefetcher:
-    """Copies the next ``depth`` batches to the device on a side CUDA stream (non_blocking from
-    pinned memory), so the copy of batch k+1 overlaps the training step on batch k."""
-
-    def __init__(self, it: Iterator[Any], device: torch.device, depth: int) -> None:
-        self._it = it
-        self._device = device
-        self._depth = depth
-        self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        self._queue: deque[Any] = deque()
-        self._done = False
-
-    def __iter__(self) -> _DevicePrefetcher:
-        return self
-
-    def _fill(self) -> None:
-        while not self._done and len(self._queue) < self._depth:
-            try:
-                batch = next(self._it)
-            except StopIteration:
-                self._done = True
-                break
-            if self._stream is not None:
-                with torch.cuda.stream(self._stream):
-                    batch = _to_device(batch, self._device, True)
-            else:
-                batch = _to_device(batch, self._device, True)
-            self._queue.append(batch)
-
-    def __next__(self) -> Any:
-        self._fill()
-        if not self._queue:
-            raise StopIteration
-        batch = self._queue.popleft()
-        if self._stream is not None:
-            current = torch.cuda.current_stream(self._device)
-            current.wait_stream(self._stream)
-            _record(batch, current)
-        self._fill()
-        return batch
