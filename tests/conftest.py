@@ -7,7 +7,9 @@ The whole session runs with ``TMPDIR`` pointed at a fresh directory of its own (
 ``tmp_path`` included), and every process a test starts inherits a marker in its environment.
 When the session ends, :func:`pytest_sessionfinish` fails the run if any marked process is still
 alive (naming its pid and command line: a PostgreSQL server, a torchrun rank, a worker) or if
-anything is left in that directory, then removes the directory.
+anything is left in that directory, then removes the directory. SIGTERM ends a session the same
+way; a session killed outright (SIGKILL, SIGABRT) leaves its servers behind, and the next session
+kills them at its start (:func:`reap_abandoned`: marked by a session whose owner pid is gone).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 import uuid
@@ -28,7 +32,12 @@ import pytest
 warnings.filterwarnings("ignore", message=".*set_vital.*")
 
 MARKER = "TENSORFEED_TEST_SESSION"
+OWNER = "TENSORFEED_TEST_SESSION_OWNER"  # the pid of the pytest process that set MARKER
 _SESSION: dict[str, str] = {}
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # pytest then tears fixtures down and checks
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,7 +47,13 @@ def pytest_configure(config: pytest.Config) -> None:
     _SESSION.update(root=root, marker=uuid.uuid4().hex)
     os.environ["TMPDIR"] = root
     os.environ[MARKER] = _SESSION["marker"]
+    os.environ[OWNER] = str(os.getpid())
     tempfile.tempdir = root
+    # SIGTERM (a CI runner giving up, a user's kill) ends the session like Ctrl-C: servers
+    # stopped, the check below run. What SIGKILL/SIGABRT leave, the next session reaps.
+    signal.signal(signal.SIGTERM, _interrupt)
+    for pid, cmd in reap_abandoned():
+        sys.stderr.write(f"tests: killed process {pid} left by an earlier, killed session: {cmd}\n")
     # pgserver keeps its lock file in the user's runtime directory, which without
     # XDG_RUNTIME_DIR is $TMPDIR/runtime-<uid>: give it one that the session removes
     runtime = os.path.join(root, "runtime")
@@ -108,6 +123,26 @@ def started_processes(marker: str) -> list[tuple[int, str]]:
         # until it exits, and then ends by itself: it reads EOF from the pipe we hold
         and not (ppid == me and "multiprocessing.resource_tracker" in cmd)
     ]
+
+
+def reap_abandoned() -> list[tuple[int, str]]:
+    """Kill what an earlier session left when it was killed before its own check ran (SIGKILL,
+    or SIGABRT from a timeout): processes marked by another session whose owner process is gone.
+    A process without an owner (a session from before owners were recorded) is left alone."""
+    procs = _processes()
+    mine = _SESSION.get("marker", "").encode()
+    killed = []
+    for pid, (_ppid, env, cmd) in sorted(procs.items()):
+        items = dict(v.split(b"=", 1) for v in env.split(b"\0") if b"=" in v)
+        marker, owner = items.get(MARKER.encode()), items.get(OWNER.encode())
+        if marker is None or marker == mine or owner is None or not owner.isdigit():
+            continue
+        if int(owner) in procs or int(owner) == pid:
+            continue  # that session is still running
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            killed.append((pid, cmd))
+    return killed
 
 
 def _leftovers(root: str) -> list[str]:

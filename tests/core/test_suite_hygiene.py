@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MARKER, running_postgres, started_processes
+from tests.conftest import MARKER, OWNER, reap_abandoned, running_postgres, started_processes
 
 
 def test_the_session_runs_in_a_temporary_directory_of_its_own():
@@ -120,3 +120,73 @@ def test_a_stuck_test_fails_with_its_name_and_every_threads_stack(tmp_path):
     assert "Timeout" in out and "test_stuck_where_no_signal_can_reach" in out
     assert "time.sleep(120)" in out  # the stuck frame
     assert "Stack of MainThread" in out and "Stack of some-helper" in out, out[-2000:]
+
+
+def _probe(owner: int) -> subprocess.Popen:
+    env = {**os.environ, MARKER: "an-earlier-session", OWNER: str(owner)}
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)  # tfd-abandoned-probe"],
+        env=env,
+        start_new_session=True,
+    )
+
+
+def test_what_a_killed_session_left_is_reaped_and_a_live_one_is_not():
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_owner = int(gone.stdout)  # a pid that has exited (a killed session's pytest)
+    abandoned, alive = _probe(dead_owner), _probe(os.getpid())
+    try:
+        time.sleep(0.5)  # both have exec'd
+        reaped = dict(reap_abandoned())
+        assert abandoned.pid in reaped and alive.pid not in reaped
+        assert abandoned.wait(10) == -9 and alive.poll() is None
+    finally:
+        for p in (abandoned, alive):
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.slow
+def test_a_session_ended_by_sigterm_stops_its_servers():
+    import signal
+
+    pytest.importorskip("pgserver", reason="pgserver is in tensorfeed[test]")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-s",
+            "-p",
+            "no:cacheprovider",
+            "tests/core/sigterm_probe.py",
+        ],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    marker = None
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("ready "):
+                marker = line.split()[1]
+                break
+        assert marker, "the probe session did not start its server"
+        assert started_processes(marker)  # its PostgreSQL runs
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert started_processes(marker) == []
