@@ -71,10 +71,7 @@ class MockCluster:
         try:
             status, value = self._replies.recv()
         except (EOFError, OSError):
-            code = self._proc.poll() if self._proc is not None else None
-            raise RuntimeError(
-                f"the mock Kafka cluster's process exited (code {code}) during {what!r}"
-            ) from None
+            raise self._exited(what) from None
         if status != "ok":
             raise RuntimeError(f"mock Kafka cluster, {what}: {value}")
         return value
@@ -84,8 +81,18 @@ class MockCluster:
             raise RuntimeError("this mock Kafka cluster is closed")
         if os.getpid() != self._pid:
             raise RuntimeError("a mock Kafka cluster is driven only by the process that started it")
-        self._requests.send((op, args))
+        try:
+            self._requests.send((op, args))
+        except OSError:  # a broken pipe: the process is gone (its reply would be end of file)
+            raise self._exited(op) from None
         return self._reply(op)
+
+    def _exited(self, what: str) -> RuntimeError:
+        proc = self._proc
+        code = proc.wait(5) if proc is not None else None
+        return RuntimeError(
+            f"the mock Kafka cluster's process exited (code {code}) during {what!r}"
+        )
 
     # -- topics and data ----------------------------------------------------------------------
     def create_topic(self, name: str, partitions: int | None = None) -> None:
