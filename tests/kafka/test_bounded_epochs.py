@@ -12,7 +12,7 @@ import pytest
 import tensorfeed as tfd
 
 from .kafka_helpers import by_partition, pairs, telemetry
-from .test_faults import SMALL_BATCHES, _slow_fetch_config
+from .test_faults import outage_stream
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -54,16 +54,7 @@ def test_the_epoch_end_is_pinned_when_the_epoch_starts(cluster, topic):
 @pytest.mark.parametrize("workers", [0, 1])
 def test_idle_timeout_in_a_bounded_epoch_raises_instead_of_ending_short(fault_cluster, workers):
     mc = fault_cluster
-    mc.create_topic("tele", 1)
-    mc.produce("tele", [telemetry(i) for i in range(2000)], **SMALL_BATCHES)
-    s = tfd.KafkaStream(
-        mc.bootstrap,
-        "tele",
-        timeout=10,
-        poll_batch=50,
-        idle_timeout=1.0,
-        config=_slow_fetch_config(),
-    )
+    s = outage_stream(mc, 2000, idle_timeout=1.0)
     loader = tfd.DataLoader(s, batch_size=50, num_workers=workers)
     seen = []
     with pytest.raises(tfd.ConnectionLostError, match=r"'tele'.*tele:0 at offset \d+ of 2000"):
@@ -78,16 +69,7 @@ def test_idle_timeout_in_a_bounded_epoch_raises_instead_of_ending_short(fault_cl
 @pytest.mark.slow
 def test_an_outage_shorter_than_idle_timeout_still_delivers_everything(fault_cluster):
     mc = fault_cluster
-    mc.create_topic("tele", 1)
-    mc.produce("tele", [telemetry(i) for i in range(1000)], **SMALL_BATCHES)
-    s = tfd.KafkaStream(
-        mc.bootstrap,
-        "tele",
-        timeout=10,
-        poll_batch=50,
-        idle_timeout=8.0,
-        config=_slow_fetch_config(),
-    )
+    s = outage_stream(mc, 1000, idle_timeout=8.0)
 
     def outage() -> None:
         mc.broker_down()
@@ -102,23 +84,3 @@ def test_an_outage_shorter_than_idle_timeout_still_delivers_everything(fault_clu
     th.join()
     assert sorted(o for _, o in seen) == list(range(1000))
     assert by_partition(seen)[0] == list(range(1000))
-
-
-@pytest.mark.slow
-def test_loader_timeout_applies_without_workers(fault_cluster):
-    mc = fault_cluster
-    mc.create_topic("tele", 1)
-    mc.produce("tele", [telemetry(i) for i in range(3000)], **SMALL_BATCHES)
-    s = tfd.KafkaStream(
-        mc.bootstrap, "tele", timeout=10, poll_batch=50, config=_slow_fetch_config()
-    )
-    loader = tfd.DataLoader(s, batch_size=50, num_workers=0, timeout=2)
-    it = iter(loader)
-    next(it)
-    mc.broker_down()
-    t0 = time.monotonic()
-    with pytest.raises(RuntimeError, match=r"DataLoader timed out after 2 seconds.*'tele'"):
-        for _ in it:
-            pass
-    assert time.monotonic() - t0 < 30
-    mc.broker_up()

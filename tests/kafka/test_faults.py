@@ -151,20 +151,32 @@ def test_broker_down_mid_epoch_and_back_loses_nothing(fault_cluster):
     assert after_outage > 0  # and messages were still to come when the broker came back
 
 
-@pytest.mark.slow
-def test_broker_down_with_loader_timeout_raises_cleanly(fault_cluster):
-    mc = fault_cluster
+def outage_stream(mc, n: int, **options) -> tfd.KafkaStream:
+    """A stream of ``n`` telemetry messages on one partition of a fault cluster, fetched in small
+    pieces so most are still on the broker when it goes down."""
     mc.create_topic("tele", 1)
-    mc.produce("tele", [telemetry(i) for i in range(3000)], **SMALL_BATCHES)
-    s = tfd.KafkaStream(
-        mc.bootstrap, "tele", timeout=10, poll_batch=50, config=_slow_fetch_config()
+    mc.produce("tele", [telemetry(i) for i in range(n)], **SMALL_BATCHES)
+    return tfd.KafkaStream(
+        mc.bootstrap, "tele", timeout=10, poll_batch=50, config=_slow_fetch_config(), **options
     )
-    loader = tfd.DataLoader(s, batch_size=50, num_workers=1, timeout=3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("workers", "message"),
+    [
+        (1, "timed out"),  # torch's own timeout, for a worker's batch
+        (0, r"DataLoader timed out after 3 seconds.*'tele'"),  # applied by the stream itself
+    ],
+)
+def test_broker_down_with_loader_timeout_raises_cleanly(fault_cluster, workers, message):
+    mc = fault_cluster
+    loader = tfd.DataLoader(outage_stream(mc, 3000), batch_size=50, num_workers=workers, timeout=3)
     it = iter(loader)
     next(it)
     mc.broker_down()
     t0 = time.monotonic()
-    with pytest.raises(RuntimeError, match="timed out"), warnings.catch_warnings():
+    with pytest.raises(RuntimeError, match=message), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for _ in it:
             pass
