@@ -20,7 +20,9 @@ replays it and skips that many rows; without a shuffle buffer the skip is pushed
 source (``_iter_tables(..., position)``), with one the buffer is replayed so its contents are
 exactly those of the uninterrupted run. A source with real positions (Kafka offsets) overrides
 ``_start_position()`` and ``_advance(position, table)`` (JSON-serialisable positions) and
-receives its own position in ``_iter_tables``; it cannot use the replaying shuffle buffer.
+receives its own position in ``_iter_tables``; it cannot use the replaying shuffle buffer. A
+source that reads fixed splits also implements ``_regroup`` so its checkpoint moves to other
+numbers of workers and ranks (NOTE [ Elastic stream checkpoints ] in ``stream_state.py``).
 """
 
 from __future__ import annotations
@@ -285,6 +287,23 @@ class StreamDataset(IterableDataset[Any]):
     def _advance(self, position: Any, table: pa.Table) -> Any:
         """The position after ``table`` (rows just handed out) was delivered."""
         return position + table.num_rows
+
+    def _regroup(self, epoch: int, positions: list[Any], num_shards: int) -> list[Any]:
+        """The positions of ``num_shards`` shards that together resume exactly what the shards
+        at ``positions`` had not delivered of ``epoch`` (NOTE [ Elastic stream checkpoints ] in
+        ``stream_state.py``). A source that cannot says so."""
+        raise StateError(
+            f"{self.describe()} resumes on the same numbers of DataLoader workers and DDP ranks "
+            f"only (this checkpoint has {len(positions)} shard(s), the loader {num_shards})"
+        )
+
+    def _refuse_shuffled_regroup(self) -> None:
+        if self.shuffle_buffer > 0:
+            raise StateError(
+                f"{self.describe()} has a shuffle buffer, which mixes rows across a shard's "
+                "splits: its checkpoint resumes on the same numbers of DataLoader workers and DDP "
+                "ranks only"
+            )
 
     def describe(self) -> str:
         return type(self).__name__

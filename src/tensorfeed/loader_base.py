@@ -35,7 +35,7 @@ from torchdata.stateful_dataloader.stateful_dataloader import (
     _StatefulSingleProcessDataLoaderIter,
 )
 
-from . import loader_state
+from . import loader_state, stream_state
 from .collate_fn import Collate, batch_size_of
 from .dataset import MapDataset, StreamDataset, _BatchIterable
 from .device_prefetch import _check_device, _DevicePrefetcher, _to_device
@@ -330,10 +330,9 @@ class BaseDataLoader(StatefulDataLoader):
         return self.batch_sampler.batch_size if self._epoch_sampler is not None else 1
 
     def state_dict(self) -> dict[str, Any]:
-        """The loader's checkpoint. For a map-style source it is the whole job's position
-        (under ``torch.distributed`` a collective: call it on every rank, each gets the same
-        state) and loads into any number of workers and ranks. A stream's loads into the same
-        numbers only."""
+        """The loader's checkpoint: the whole job's position (under ``torch.distributed`` a
+        collective: call it on every rank, each gets the same state). It loads into any number
+        of workers and ranks (a stream with a shuffle buffer: the same numbers only)."""
         state = super().state_dict()
         ranks = dist_rank_world()[1]
         sampler = self._elastic_sampler()
@@ -357,12 +356,19 @@ class BaseDataLoader(StatefulDataLoader):
             # a sampler given explicit ranks without a process group: this rank's state only
             job = sampler.merge_states(states) if len(states) == sampler.world_size else local
             state = loader_state.for_workers(state, job, self.num_workers, self.seed)
-        state["tensorfeed"] = {
+        ours: dict[str, Any] = {
             "epoch": self.epoch,
             "dataset": self._identity(),
             "seed": self.seed,
             "ranks": ranks,
         }
+        if isinstance(self.dataset, _BatchIterable | StreamDataset):
+            # every rank's shard positions: one state for the job (NOTE [ Elastic stream
+            # checkpoints ] in stream_state.py)
+            per_rank = stream_state.gather(state, ranks)
+            state = per_rank[0]
+            ours["stream"] = {"workers": self.num_workers, "other_ranks": per_rank[1:]}
+        state["tensorfeed"] = ours
         # What the source was, to name what changed if it no longer matches (SQL keys, files).
         manifest = getattr(self._source, "_change_manifest", None)
         if callable(manifest):
@@ -406,6 +412,8 @@ class BaseDataLoader(StatefulDataLoader):
                     f"the sampler state is of epoch {epoch}, the loader's of epoch {ours['epoch']}"
                 )
             rest = loader_state.for_workers(rest, job, self.num_workers, self.seed)
+        elif isinstance(self.dataset, _BatchIterable | StreamDataset) and "stream" in ours:
+            rest = self._stream_rank_state(rest, ours)
         elif isinstance(self.dataset, IterableDataset):
             loader_state.check_stream_topology(
                 rest, ours, self.num_workers, dist_rank_world()[1], self._identity()
@@ -421,6 +429,22 @@ class BaseDataLoader(StatefulDataLoader):
             restore(ours.get("source"))
         if isinstance(self.dataset, _BatchIterable | StreamDataset):
             self.dataset.set_epoch(self.epoch)
+
+    def _stream_rank_state(self, rank0: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+        """This rank's torchdata state from a stream's job checkpoint: its own part on the same
+        topology, else the source's regrouped positions (NOTE [ Elastic stream checkpoints ])."""
+        taken_ranks = int(ours.get("ranks", 1))
+        workers, parts = stream_state.job_states(rank0, ours["stream"], taken_ranks)
+        rank, ranks = dist_rank_world()
+        if (workers, taken_ranks) == (self.num_workers, ranks):
+            return copy.deepcopy(parts[rank])
+        source: StreamDataset = self._source
+        epoch = int(ours["epoch"])
+        positions = stream_state.shard_positions(parts, source.describe(), epoch)
+        per_rank = max(self.num_workers, 1)
+        regrouped = source._regroup(epoch, positions, ranks * per_rank)
+        mine = regrouped[rank * per_rank : (rank + 1) * per_rank]
+        return stream_state.for_shards(mine, source.describe(), epoch, self.num_workers, self.seed)
 
 
 class _LeanSingleProcessIter(_StatefulSingleProcessDataLoaderIter):

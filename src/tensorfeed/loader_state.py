@@ -7,8 +7,8 @@ top level) and another with workers (a ``_snapshot`` of the main process and one
 worker), and it loads only into a loader with the same worker count. For a map-style source the
 workers hold nothing (what is done is the sampler's, NOTE [ Elastic map-style checkpoints ] in
 ``epoch_progress.py``), so :func:`for_workers` rebuilds either shape for any worker count. A
-stream's position lives in its workers (one shard each), so a stream's checkpoint resumes on the
-same number of workers and ranks only, and :func:`check_stream_topology` says so.
+stream's position lives in its workers (one shard each): ``stream_state.py`` moves it (NOTE
+[ Elastic stream checkpoints ]); :func:`check_stream_topology` covers states without a job block.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Each source is built over the same N rows with ids 0..N-1, then checked for: pickling into
 ``spawn`` workers, every row exactly once per epoch with 0 and 2 workers, resume == uninterrupted
 (through a JSON round trip of the state), the same batches whatever num_workers (map-style), and a
-state dict from another dataset refused.
+state dict from another dataset refused, and a checkpoint resumed on other worker counts
+(each row once, then the next epoch as a fresh run's).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class Source:
     map_style: bool
     # Kafka orders messages within a partition only: compare each partition's sequence
     partition_of: Callable[[int], int] | None = None
+    # the same source without a shuffle buffer (which keeps a stream's checkpoint on its own
+    # topology); None: ``make`` itself
+    unbuffered: Callable[[], Any] | None = None
 
 
 def batch_ids(batch: Any) -> list[int]:
@@ -53,7 +57,9 @@ def _memory(tmp, stream=False):
     ids, v = _rows()
     if stream:
         return Source(
-            lambda: tfd.MemoryStream({"id": ids, "v": v}, chunk_rows=10, shuffle_buffer=40), False
+            lambda: tfd.MemoryStream({"id": ids, "v": v}, chunk_rows=10, shuffle_buffer=40),
+            False,
+            unbuffered=lambda: tfd.MemoryStream({"id": ids, "v": v}, chunk_rows=10),
         )
     return Source(lambda: tfd.MemoryDataset({"id": ids, "v": v}), True)
 
@@ -99,7 +105,11 @@ def _lake(tmp, stream=False):
             pa.table({"id": ids[sel], "v": v[sel]}), d / "data.parquet", row_group_size=25
         )
     if stream:
-        return Source(lambda: tfd.LakeStream(str(root), shuffle_buffer=30), False)
+        return Source(
+            lambda: tfd.LakeStream(str(root), shuffle_buffer=30),
+            False,
+            unbuffered=lambda: tfd.LakeStream(str(root)),
+        )
     return Source(lambda: tfd.LakeDataset(str(root)), True)
 
 
@@ -219,14 +229,40 @@ def test_resume_equals_uninterrupted(source, workers):
         # streams too: each worker's order is fixed and in_order interleaves workers round robin
         assert head + tail == full
     else:
+        assert _per_partition(source, head + tail) == _per_partition(source, full)
 
-        def per_partition(batches: list[list[int]]) -> dict[int, list[int]]:
-            out: dict[int, list[int]] = {}
-            for i in (i for b in batches for i in b):
-                out.setdefault(source.partition_of(i), []).append(i)
-            return out
 
-        assert per_partition(head + tail) == per_partition(full)
+def _per_partition(source: Source, batches: list[list[int]]) -> Any:
+    if source.partition_of is None:
+        return batches
+    out: dict[int, list[int]] = {}
+    for i in (i for b in batches for i in b):
+        out.setdefault(source.partition_of(i), []).append(i)
+    return out
+
+
+@pytest.mark.parametrize(("a", "b"), [(2, 0), (0, 3), (3, 1)])
+@pytest.mark.parametrize("cut", [0, 3, "last"])
+def test_resume_on_another_topology(source, a, b, cut):
+    """NOTE [ Elastic map-style checkpoints ] and [ Elastic stream checkpoints ]: cut an epoch
+    on ``a`` workers (before any batch, after 3, right after the last), resume on ``b``: every
+    row of the epoch once; the next epoch is a fresh run's on ``b`` workers."""
+    src = Source(source.unbuffered or source.make, source.map_style, source.partition_of)
+    loader = loader_for(src, a)
+    if cut == "last":
+        cut = len(epoch_ids(loader_for(src, a)))
+    it = iter(loader)
+    head = [batch_ids(next(it)) for _ in range(cut)]
+    state = json.loads(json.dumps(loader.state_dict()))
+    del it
+    resumed = loader_for(src, b)
+    resumed.load_state_dict(state)
+    rest = epoch_ids(resumed)
+    got = [i for batch in head + rest for i in batch]
+    assert sorted(got) == list(range(N)), f"{len(got)} rows, {len(set(got))} distinct"
+    fresh = loader_for(src, b)
+    fresh.set_epoch(1)
+    assert _per_partition(src, epoch_ids(resumed)) == _per_partition(src, epoch_ids(fresh))
 
 
 def test_same_batches_whatever_num_workers(map_source):

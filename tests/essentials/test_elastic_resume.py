@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import socket
 import sqlite3
@@ -264,18 +265,6 @@ def test_a_bad_state_is_refused_at_load_naming_the_field(edit, message, workers)
             _loader(_memory(), target_workers).load_state_dict(state)
 
 
-def test_a_stream_checkpoint_names_the_topology_it_needs():
-    stream = tfd.MemoryStream({"id": np.arange(N)}, chunk_rows=8)
-    loader = tfd.DataLoader(stream, batch_size=BS, num_workers=2)
-    it = iter(loader)
-    next(it), next(it)
-    state = loader.state_dict()
-    del it
-    for workers in (0, 3):
-        with pytest.raises(tfd.StateError, match=r"taken with 2 worker\(s\) on 1 rank\(s\)"):
-            tfd.DataLoader(stream, batch_size=BS, num_workers=workers).load_state_dict(state)
-
-
 # -- a real job: torchrun ranks, two nodes ---------------------------------------------------------
 SCRIPT = Path(__file__).with_name("ddp_resume_script.py")
 
@@ -291,7 +280,15 @@ def _torchrun() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
 
 
-def _run(out: Path, workers: int, mode: str, *extra: str, nodes: int = 0, procs: int = 0) -> None:
+def _run(
+    out: Path,
+    workers: int,
+    mode: str,
+    *extra: str,
+    nodes: int = 0,
+    procs: int = 0,
+    source: str = "memory",
+) -> None:
     """The script alone (procs=0), on one torchrun, or on ``nodes`` torchrun invocations of
     ``procs`` processes each, started together as the nodes of one job on 127.0.0.1."""
     args = [str(SCRIPT), str(out), str(workers), mode, *extra]
@@ -321,8 +318,10 @@ def _run(out: Path, workers: int, mode: str, *extra: str, nodes: int = 0, procs:
             ]
             for r in range(nodes)
         ]
+    env = {**os.environ, "TFD_RESUME_SOURCE": source}
     running = [
-        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds
+        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for c in cmds
     ]
     for p in running:
         _, err = p.communicate(timeout=240)
@@ -363,3 +362,33 @@ def test_one_process_checkpoint_resumes_on_two_ranks(tmp_path):
     assert sorted(head + rest) == list(range(96))
     for r, ids in enumerate(_delivered(tmp_path, "resume", 2, "epoch1")):
         assert ids == _fresh_epoch1(r, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["stream", "sqlite"])
+def test_two_node_stream_checkpoint_resumes_on_two_ranks_and_on_one(tmp_path, source):
+    """A stream's job checkpoint from 2 nodes x 2 ranks resumes on 2 ranks and on 1 process
+    with 2 workers: each of the 96 rows once in epoch 0, and all of them in epoch 1."""
+    if source == "sqlite":
+        db = tmp_path / "rows.db"
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, x REAL)")
+            conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, i * 0.5) for i in range(96)])
+        source = f"sqlite:{db}"
+    _run(tmp_path, 1, "take", "3", nodes=2, procs=2, source=source)
+    head = [i for ids in _delivered(tmp_path, "take", 4, "epoch0") for i in ids]
+    assert len(head) == 4 * 3 * 4 and len(set(head)) == len(head)
+    state = (tmp_path / "state.json").read_text()
+    for ranks in (2, 1):
+        (tmp_path / "state.json").write_text(state)
+        _run(
+            tmp_path,
+            1 if ranks == 2 else 2,
+            "resume",
+            procs=ranks if ranks > 1 else 0,
+            source=source,
+        )
+        rest = [i for ids in _delivered(tmp_path, "resume", ranks, "epoch0") for i in ids]
+        assert sorted(head + rest) == list(range(96)), ranks  # each row once across all ranks
+        later = [i for ids in _delivered(tmp_path, "resume", ranks, "epoch1") for i in ids]
+        assert sorted(later) == list(range(96)), ranks

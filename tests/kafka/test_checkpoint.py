@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import tensorfeed as tfd
+from tests.resume_helpers import assert_resumes_exactly_once, read
 
 from .kafka_helpers import by_partition, pairs, telemetry
 
@@ -172,6 +173,42 @@ def test_state_with_other_worker_count_is_refused(cluster, topic):
     pos = s._advance({}, next(s.iter_batches()).table)
     with pytest.raises(tfd.StateError, match="different number"):
         list(s._iter_tables(World(0, 1, 1, 2), 0, pos))
+
+
+@pytest.mark.parametrize("hop", [(2, 0, 3), (0, 4, 1), (3, 2, 0)])
+def test_a_checkpoint_resumes_exactly_once_on_another_worker_count(cluster, topic, hop):
+    """Partitions are the fixed splits: the offsets of all shards merge and split anew."""
+    name = topic(300, partitions=5)
+    expect = [pr for prs in full_run(cluster, name).items() for pr in _pairs_of(*prs)]
+
+    def make(workers):
+        s = tfd.KafkaStream(cluster.bootstrap, name, timeout=10)
+        return tfd.DataLoader(s, batch_size=16, num_workers=workers)
+
+    assert_resumes_exactly_once(make, expect, [hop], cuts=(0, 3), key=pairs)
+
+
+def _pairs_of(partition: int, offsets: list[int]) -> list[tuple[int, int]]:
+    return [(partition, o) for o in offsets]
+
+
+def test_a_regrouped_epoch_keeps_its_end_and_its_counts(cluster, topic):
+    """Messages produced after the checkpoint stay out of the resumed epoch on a new worker
+    count, and counts() of the next checkpoint covers every shard once."""
+    name = topic(200, partitions=4)
+
+    def make(workers):
+        s = tfd.KafkaStream(cluster.bootstrap, name, timeout=10, end="now")
+        return tfd.DataLoader(s, batch_size=10, num_workers=workers)
+
+    head, state = read(make, 2, pairs, take=5)  # worker 1 has handed out 2 batches, worker 0 3
+    cluster.produce(name, [telemetry(i) for i in range(30)], partition=[i % 4 for i in range(30)])
+    mid, state = read(make, 3, pairs, state, take=4)
+    stream = tfd.KafkaStream(cluster.bootstrap, name, timeout=10)
+    assert stream.counts(state) == {"delivered": 90, "skipped": 0}
+    tail, _ = read(make, 0, pairs, state)
+    got = head + mid + tail
+    assert len(got) == 200 and len(set(got)) == 200  # the 30 new messages are not in it
 
 
 def test_row_iteration_checkpoints_too(cluster, topic):

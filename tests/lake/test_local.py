@@ -15,6 +15,7 @@ import torch
 
 import tensorfeed as tfd
 from tensorfeed.errors import SourceChangedError
+from tests.resume_helpers import assert_resumes_exactly_once
 
 from .conftest import (
     N_ROWS,
@@ -353,6 +354,23 @@ def test_stream_resume_mid_epoch(local_lake: Path) -> None:
     )
     again.load_state_dict(state)
     assert head + ids_of(again) == full
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+def test_stream_checkpoint_resumes_exactly_once_on_another_worker_count(
+    local_lake: Path, filtered: bool
+) -> None:
+    """Row groups are the fixed splits; with a filter, units are read partially and counted."""
+    flt = [("age", ">=", 40)] if filtered else None
+    want = ids_of(tfd.DataLoader(tfd.LakeStream(str(local_lake), filter=flt), batch_size=10))
+
+    def make(workers: int) -> tfd.DataLoader:
+        return tfd.DataLoader(
+            tfd.LakeStream(str(local_lake), filter=flt), batch_size=10, num_workers=workers
+        )
+
+    assert len(want) > 100
+    assert_resumes_exactly_once(make, want, [(2, 0, 3), (0, 3, 2)], cuts=(0, 3, "last"))
 
 
 # --------------------------------------------------------------------------- locality sampler

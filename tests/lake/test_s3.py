@@ -16,6 +16,7 @@ import pytest
 
 import tensorfeed as tfd
 from tensorfeed.errors import ConnectionFailedError, NotFoundError, SourceChangedError
+from tests.resume_helpers import assert_resumes_exactly_once
 
 from .conftest import N_ROWS, ROWS_PER_FILE, ids_of, lake_tables, parquet_bytes, s3_options
 
@@ -198,3 +199,11 @@ def test_wrong_credentials_name_no_secret(s3_lake: str, moto_endpoint: str) -> N
         requests.post(moto_endpoint + "/moto-api/reset-auth", data=b"inf", timeout=10)
     assert secret not in str(err.value)
     assert "credentials" in str(err.value) and "patients" in str(err.value)
+
+
+def test_stream_checkpoint_on_s3_resumes_on_another_worker_count(s3_lake, moto_endpoint):
+    def make(workers: int) -> tfd.DataLoader:
+        st = tfd.LakeStream(s3_lake, storage_options=s3_options(moto_endpoint))
+        return tfd.DataLoader(st, batch_size=16, num_workers=workers)
+
+    assert_resumes_exactly_once(make, range(N_ROWS), [(2, 1, 0)], cuts=(5,))

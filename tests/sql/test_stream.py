@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import tensorfeed as tfd
+from tests.resume_helpers import assert_resumes_exactly_once, read
 
 N_ROWS = 2000  # rows of the `items` fixture (conftest.py)
 
@@ -116,6 +117,45 @@ def test_resume_after_delivered_rows_were_deleted_skips_nothing(items, workers):
     assert sorted(_ids(resumed)) == sorted(set(range(N_ROWS)) - set(gone))  # the next epoch
 
 
+@pytest.mark.parametrize("hop", [(2, 0, 3), (0, 4, 1), (3, 2, 2)])
+def test_a_checkpoint_resumes_exactly_once_on_another_worker_count(items, hop):
+    """Key buckets are the fixed splits (NOTE [ Resuming a SQL stream by key ] in keyset.py)."""
+    db, table = items
+
+    def make(workers):
+        st = tfd.SQLStream(db.url, table=table, key="id", chunk_rows=300)
+        return tfd.DataLoader(st, batch_size=64, num_workers=workers)
+
+    assert_resumes_exactly_once(make, range(N_ROWS), [hop], cuts=(0, 4, "last"))
+
+
+def test_text_keys_resume_exactly_once_on_another_worker_count(db):
+    """String keys are ordered by the database's collation: a regrouped position keeps every key
+    a bucket must exceed instead of comparing them in Python."""
+    name = f"stream_names_{db.kind}"
+    db.execute(f'DROP TABLE IF EXISTS "{name}"')
+    db.execute(f'CREATE TABLE "{name}" (w TEXT PRIMARY KEY, n INTEGER)')
+    words = [f"{c}{i}" for i in range(150) for c in ("a", "B", "_z", "é")]
+    db.executemany(f'INSERT INTO "{name}" VALUES ({db.ph}, {db.ph})', [(w, 0) for w in words])
+
+    def make(workers):
+        st = tfd.SQLStream(db.url, table=name, key="w", chunk_rows=50)
+        return tfd.DataLoader(st, batch_size=32, num_workers=workers)
+
+    assert_resumes_exactly_once(make, words, [(2, 3, 0), (3, 1, 2)], cuts=(2,), key="w")
+
+
+def test_a_keyless_or_shuffled_stream_resumes_on_its_own_topology_only(items):
+    db, table = items
+    for kw in ({"key": "id", "shuffle_buffer": 100}, {}):
+        st = tfd.SQLStream(db.url, table=table, chunk_rows=300, **kw)
+        _, state = read(
+            lambda w, st=st: tfd.DataLoader(st, batch_size=64, num_workers=w), 0, "v", take=2
+        )
+        with pytest.raises(tfd.StateError, match="same numbers of DataLoader workers and DDP"):
+            tfd.DataLoader(st, batch_size=64, num_workers=2).load_state_dict(state)
+
+
 def _set_positions(obj, position) -> None:
     """Overwrite every stream position inside a state dict."""
     if isinstance(obj, dict):
@@ -133,6 +173,8 @@ def _set_positions(obj, position) -> None:
         ({"rows": 3, "after": [1]}, "not an int, float or str"),
         (-32, "must be a row count >= 0"),
         ("10", "must be a row count >= 0"),
+        ({"rows": 0, "after": None, "from": [[[], [1]]]}, "has a 'from' that is not"),
+        ({"rows": 0, "after": None, "from": [[[3], [240]]]}, "buckets < 240"),
     ],
 )
 def test_a_bad_stream_position_is_a_state_error(items, position, message):

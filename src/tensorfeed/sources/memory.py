@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from .. import stream_splits
 from ..columns import LENGTHS_SUFFIX, ColumnBatch, TensorBatch, make_spec
 from ..dataset import MapDataset, StreamDataset, _digest, normalize_indices
 from ..errors import ConfigError, TensorfeedError
@@ -239,12 +240,31 @@ class MemoryStream(StreamDataset):
     def describe(self) -> str:
         return f"{self.name} stream ({', '.join(self.table.column_names[:8])})"
 
-    def _iter_tables(self, world: World, epoch: int, position: int) -> Iterator[pa.Table]:
-        n = self.table.num_rows
-        chunks = range(world.shard * self.chunk_rows, n, world.num_shards * self.chunk_rows)
-        skip = position
-        for start in chunks:
-            t = self.table.slice(start, self.chunk_rows)
+    # -- fixed splits: chunks of chunk_rows, chunk i read by shard i % num_shards --------------
+    def _chunks_of(self, shard: int, num_shards: int) -> list[int]:
+        return list(range(shard, self._num_chunks(), num_shards))
+
+    def _num_chunks(self) -> int:
+        return -(-self.table.num_rows // self.chunk_rows)
+
+    def _chunk_rows(self, chunk: int) -> int:
+        return min(self.chunk_rows, self.table.num_rows - chunk * self.chunk_rows)
+
+    def _advance(self, position: Any, table: pa.Table) -> Any:
+        return stream_splits.advance(position, table.num_rows)
+
+    def _regroup(self, epoch: int, positions: list[Any], num_shards: int) -> list[Any]:
+        self._refuse_shuffled_regroup()
+        return stream_splits.regroup(
+            positions, num_shards, self._chunks_of, self._chunk_rows, self.describe()
+        )
+
+    def _iter_tables(self, world: World, epoch: int, position: Any) -> Iterator[pa.Table]:
+        skip, done = stream_splits.parse(position, f"a checkpoint position of {self.describe()}")
+        mine = self._chunks_of(world.shard, world.num_shards)
+        for chunk, first in stream_splits.starts(mine, done, self._chunk_rows):
+            start = chunk * self.chunk_rows + first
+            t = self.table.slice(start, self._chunk_rows(chunk) - first)
             if skip >= t.num_rows:
                 skip -= t.num_rows
                 continue

@@ -20,6 +20,9 @@ neither re-counts nor misses one, and at the end of an epoch delivered + skipped
 the last messages of an epoch to be counted, the reader holds its latest table back until the
 next non-empty one (or, streaming without an end, an idle poll) or the end of the epoch, so the
 last batches are handed out after the reader saw everything.
+
+On another number of shards (``KafkaStream._regroup``) the partitions are the fixed splits:
+:func:`merge_positions` joins every shard's offsets, and each new shard takes its partitions'.
 """
 
 from __future__ import annotations
@@ -457,3 +460,27 @@ class ShardReader:
                 s.stats.recent_skips.pop(0)
             m = data[i]
             s.stats.recent_skips.append(f"{m.topic()}/{m.partition()}/{m.offset()}: {why}")
+
+
+def merge_positions(positions: list[Any], where: str) -> dict[str, Any]:
+    """The offsets of all shards of a checkpoint as one position (None: a shard not started)."""
+    merged: dict[str, Any] = {"next": {}, "end": {}, "delivered": 0, "skipped": 0}
+    for k, pos in enumerate(positions):
+        if pos is None or pos == {}:
+            continue
+        here = f"a checkpoint position of {where}, shard {k} of {len(positions)}"
+        if not isinstance(pos, dict) or not isinstance(pos.get("next", {}), dict):
+            raise StateError(f"{here} must be {{'next': {{'topic:partition': offset}}, ...}}")
+        for name in ("delivered", "skipped"):
+            v = pos.get(name, 0)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise StateError(f"{here} has {name}={v!r}: it must be an int >= 0")
+            merged[name] += v
+        for part, fields in (("next", pos.get("next", {})), ("end", pos.get("end") or {})):
+            for key, off in fields.items():
+                if not isinstance(key, str) or isinstance(off, bool) or not isinstance(off, int):
+                    raise StateError(f"{here} has {part}[{key!r}] = {off!r}: not an offset")
+                if off < 0:
+                    raise StateError(f"{here} has {part}[{key!r}] = {off}: offsets are >= 0")
+                merged[part][key] = max(merged[part].get(key, off), off)
+    return merged

@@ -31,11 +31,19 @@ from .client import (
     kafka_call,
     list_partitions,
     make_consumer,
+    pkey,
     resolve_offsets,
     split_pkey,
 )
 from .decode import as_schema
-from .reader import LIVE_READERS, META_COLUMNS, META_KEY, KafkaStats, ShardReader
+from .reader import (
+    LIVE_READERS,
+    META_COLUMNS,
+    META_KEY,
+    KafkaStats,
+    ShardReader,
+    merge_positions,
+)
 
 __all__ = ["KafkaStats", "KafkaStream"]
 
@@ -274,6 +282,36 @@ class KafkaStream(StreamDataset):
             out["delivered"] += table.num_rows
         if reader is not None and reader.pending_skips:
             out["skipped"] += reader.absorb_skips(nxt)
+        return out
+
+    def _regroup(self, epoch: int, positions: list[Any], num_shards: int) -> list[Any]:
+        """Partitions are the fixed splits (partition i of the sorted list read by shard
+        i % num_shards): merge every shard's offsets, then hand each new shard its partitions'
+        (NOTE [ Elastic stream checkpoints ] in ``stream_state.py``)."""
+        merged = merge_positions(positions, self.describe())
+        consumer = make_consumer(self)
+        try:
+            parts = [pkey(t, p) for t, p in list_partitions(self, consumer)]
+        finally:
+            close_consumer(consumer)
+        unknown = sorted(set(merged["next"]) - set(parts))
+        if unknown:
+            raise StateError(
+                f"this checkpoint of {self.describe()} holds partitions {unknown} that the topic "
+                "no longer has"
+            )
+        end = merged["end"]
+        out: list[Any] = []
+        for k in range(num_shards):
+            mine = parts[k::num_shards]
+            out.append(
+                {
+                    "next": {p: merged["next"][p] for p in mine if p in merged["next"]},
+                    "end": {p: end[p] for p in mine} if all(p in end for p in mine) else None,
+                    "delivered": merged["delivered"] if k == 0 else 0,
+                    "skipped": merged["skipped"] if k == 0 else 0,
+                }
+            )
         return out
 
     # -- checkpoints and the consumer group ------------------------------------------------------

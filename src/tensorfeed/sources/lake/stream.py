@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ... import stream_splits
 from ...columns import make_spec
 from ...dataset import StreamDataset
 from ...errors import ConfigError
@@ -133,23 +134,41 @@ class LakeStream(StreamDataset):
             rng = np.random.default_rng([self.seed & 0xFFFFFFFF, int(epoch), 0x5EED])
             order = rng.permutation(plan.num_units)
         mine = order[world.shard :: world.num_shards]
-        tables = self._tables(plan, mine, int(position or 0))
-        if self.read_ahead > 0 and len(mine) > 1:
+        skip, done = stream_splits.parse(position, f"a checkpoint position of {self.describe()}")
+        units = list(stream_splits.starts(mine.tolist(), done, lambda u: self._count(plan, u)))
+        tables = self._tables(plan, units, skip)
+        if self.read_ahead > 0 and len(units) > 1:
             return iter(ReadAhead(tables, self.read_ahead))
         return tables
+
+    # -- fixed splits: row groups (units), unit u read by shard u % num_shards --------------
+    def _advance(self, position: Any, table: pa.Table) -> Any:
+        return stream_splits.advance(position, table.num_rows)
+
+    def _regroup(self, epoch: int, positions: list[Any], num_shards: int) -> list[Any]:
+        self._refuse_shuffled_regroup()
+        plan = self._plan_for(epoch)
+        return stream_splits.regroup(
+            positions,
+            num_shards,
+            lambda k, n: list(range(k, plan.num_units, n)),
+            lambda u: self._count(plan, u),
+            self.describe(),
+        )
 
     def _tensor_columns(self, plan: Plan) -> list[str]:
         if self.spec.supervised:
             return self.spec.needed_columns()
         return list(plan.schema.names)
 
-    def _tables(self, plan: Plan, units: np.ndarray, skip: int) -> Iterator[pa.Table]:
+    def _tables(self, plan: Plan, units: list[tuple[int, int]], skip: int) -> Iterator[pa.Table]:
+        """The rows of ``units`` (``(unit, first row)``), less the first ``skip`` of them."""
         fs = self._fs()
         check = self._tensor_columns(plan)
         names = plan.schema.names
-        for u in units.tolist():
+        for u, first in units:
             if skip > 0:
-                n = self._count(plan, u)
+                n = self._count(plan, u) - first
                 if skip >= n:
                     skip -= n
                     continue
@@ -165,8 +184,8 @@ class LakeStream(StreamDataset):
                 table = read_unit_table(fs, self.lake, plan, u, plan.read_columns)
             table = table.select(names)
             check_nulls(table, check, plan, u, rows)
-            if skip:
-                table, skip = table.slice(skip), 0
+            if first or skip:
+                table, skip = table.slice(first + skip), 0
             if table.num_rows:
                 yield table
 

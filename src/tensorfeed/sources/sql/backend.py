@@ -61,7 +61,9 @@ class _Backend:
     def in_keys(self, column: str, placeholder: str) -> str:
         raise NotImplementedError
 
-    def shard_predicate(self, column: str, key_is_int: bool | None, n: int, shard: int) -> str:
+    def bucket(self, column: str, key_is_int: bool | None, buckets: int) -> str:
+        """SQL for the key bucket of a row, in ``[0, buckets)``: the key mod ``buckets`` for an
+        integer key, a stable hash of it otherwise (the same in every process and run)."""
         raise NotImplementedError
 
     def close(self, conn: Any) -> None:

@@ -162,10 +162,11 @@ class _Postgres(_Backend):
     def in_keys(self, column: str, placeholder: str) -> str:
         return f"{column} = ANY({placeholder})"
 
-    def shard_predicate(self, column: str, key_is_int: bool | None, n: int, shard: int) -> str:
+    def bucket(self, column: str, key_is_int: bool | None, buckets: int) -> str:
+        b = buckets
         if key_is_int:
-            return f"((({column}) % {n}) + {n}) % {n} = {shard}"
-        return f"(((hashtextextended(({column})::text, 0)) % {n}) + {n}) % {n} = {shard}"
+            return f"((({column}) % {b}) + {b}) % {b}"
+        return f"(((hashtextextended(({column})::text, 0)) % {b}) + {b}) % {b}"
 
 
 def _pg_params(values: list[Any]) -> pa.RecordBatch:

@@ -94,10 +94,11 @@ class _SQLite(_Backend):
     def in_keys(self, column: str, placeholder: str) -> str:
         return f"{column} IN (SELECT value FROM json_each({placeholder}))"
 
-    def shard_predicate(self, column: str, key_is_int: bool | None, n: int, shard: int) -> str:
-        mod = f"((({column}) % {n}) + {n}) % {n}"
-        hashed = f"((tfd_hash({column}) % {n}) + {n}) % {n}"
-        return f"(CASE WHEN typeof({column}) = 'integer' THEN {mod} ELSE {hashed} END) = {shard}"
+    def bucket(self, column: str, key_is_int: bool | None, buckets: int) -> str:
+        b = buckets
+        mod = f"((({column}) % {b}) + {b}) % {b}"
+        hashed = f"((tfd_hash({column}) % {b}) + {b}) % {b}"
+        return f"(CASE WHEN typeof({column}) = 'integer' THEN {mod} ELSE {hashed} END)"
 
 
 def _stable_hash(value: Any) -> int:

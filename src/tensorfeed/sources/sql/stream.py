@@ -8,7 +8,6 @@ is a :class:`DataError` naming its key; an updated row is read as it is now.
 
 from __future__ import annotations
 
-import math
 import os
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,8 +17,9 @@ import pyarrow as pa
 
 from ...columns import RowLocator, make_spec
 from ...dataset import StreamDataset
-from ...errors import ConfigError, StateError, TensorfeedError
+from ...errors import ConfigError, TensorfeedError
 from ...sampling import World
+from . import keyset
 from .backend import _Backend, _MixedTypes
 from .config import _mixed, _SQLCommon
 from .driver_errors import _translate
@@ -77,30 +77,15 @@ class SQLStream(_SQLCommon, StreamDataset):
         t = be.table(conn, f"SELECT {qk} FROM {frm} LIMIT 0", params)
         return bool(pa.types.is_integer(t.schema.field(0).type))
 
-    # -- positions: keyset (NOTE [ Resuming a SQL stream by key ]) ------------------------------
-    # NOTE [ Resuming a SQL stream by key ]
-    # Within a shard rows come in key order, so with a key (and no shuffle buffer) a shard's
-    # position is ``{"rows": delivered, "after": the last key delivered}`` and a resumed shard
-    # reads ``WHERE key > after``: rows deleted or inserted before that point since the
-    # checkpoint shift nothing (an OFFSET would skip as many undelivered rows as were deleted).
-    # The key column therefore stays in the batches. Keys that are not ints, finite floats or
-    # strings, and streams with a shuffle buffer (which replays the shard from its start), keep
-    # the row count as their position.
+    # -- positions: keyset and key buckets (NOTE [ Resuming a SQL stream by key ] in keyset.py)
     def _keyset(self) -> bool:
         return self.key is not None and self.shuffle_buffer == 0
 
     def _start_position(self) -> Any:
-        return {"rows": 0, "after": None} if self._keyset() else 0
+        return keyset.start() if self._keyset() else 0
 
     def _advance(self, position: Any, table: pa.Table) -> Any:
-        if not isinstance(position, dict):
-            return position + table.num_rows
-        after = position["after"]
-        if table.num_rows and self.key in table.column_names:
-            after = table.column(self.key)[-1].as_py()
-            if _key_literal(after) is None:  # not a key we can resume after: count rows
-                return int(position["rows"]) + table.num_rows
-        return {"rows": int(position["rows"]) + table.num_rows, "after": after}
+        return keyset.advance(position, table, self.key)
 
     def _visible(self, t: pa.Table) -> pa.Table:
         out = super()._visible(t)
@@ -109,19 +94,13 @@ class SQLStream(_SQLCommon, StreamDataset):
         return out
 
     def _check_position(self, position: Any) -> None:
-        where = f"a checkpoint position of {self.describe()}"
-        if isinstance(position, dict):
-            rows, after = position.get("rows"), position.get("after", "?")
-            if set(position) != {"rows", "after"} or not isinstance(rows, int) or rows < 0:
-                raise StateError(
-                    f"{where} must be {{'rows': int >= 0, 'after': key}}, got {position!r}"
-                )
-            if after is not None and _key_literal(after) is None:
-                raise StateError(f"{where} has a key {after!r} that is not an int, float or str")
-        elif isinstance(position, bool) or not isinstance(position, int) or position < 0:
-            raise StateError(
-                f"{where} must be a row count >= 0 or a keyset position, got {position!r}"
-            )
+        keyset.check(position, f"a checkpoint position of {self.describe()}")
+
+    def _regroup(self, epoch: int, positions: list[Any], num_shards: int) -> list[Any]:
+        self._refuse_shuffled_regroup()
+        if self.key is None:
+            return super()._regroup(epoch, positions, num_shards)
+        return keyset.regroup(positions, num_shards, self.describe())
 
     def _iter_tables(self, world: World, epoch: int, position: Any) -> Iterator[pa.Table]:
         if world.num_shards > 1 and self.key is None:
@@ -187,13 +166,14 @@ class SQLStream(_SQLCommon, StreamDataset):
             if self.key is not None:
                 qk = f"tfd_src.{self.src.quote(self.key)}"
                 where_parts = []
-                if world.num_shards > 1:
+                resumed = isinstance(position, dict) and position.get("from")
+                bucket = ""
+                if world.num_shards > 1 or resumed:
                     is_int = self._key_is_int(be, conn, frm, params)
-                    where_parts.append(
-                        be.shard_predicate(qk, is_int, world.num_shards, world.shard)
-                    )
-                if isinstance(position, dict) and position["after"] is not None:
-                    where_parts.append(f"{qk} > {_key_literal(position['after'])}")
+                    bucket = be.bucket(qk, is_int, keyset.BUCKETS)
+                if world.num_shards > 1:
+                    where_parts.append(f"{bucket} % {world.num_shards} = {world.shard}")
+                where_parts += keyset.not_delivered(position, qk, bucket)
                 if where_parts:
                     sql += " WHERE " + " AND ".join(f"({w})" for w in where_parts)
                 sql += f" ORDER BY {qk}"
@@ -215,16 +195,3 @@ class SQLStream(_SQLCommon, StreamDataset):
         if self.key is not None and self.key in table.column_names:
             return RowLocator(self.describe(), key=self.key)
         return RowLocator(self.describe())
-
-
-def _key_literal(value: Any) -> str | None:
-    """A key value as a SQL literal (ints, finite floats, strings), or None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    return None
