@@ -35,7 +35,7 @@ from torchdata.stateful_dataloader.stateful_dataloader import (
     _StatefulSingleProcessDataLoaderIter,
 )
 
-from . import loader_state, stream_state
+from . import job_view, loader_state, stream_state
 from .collate_fn import Collate, batch_size_of
 from .dataset import MapDataset, StreamDataset, _BatchIterable
 from .device_prefetch import _check_device, _DevicePrefetcher, _to_device
@@ -148,6 +148,8 @@ class BaseDataLoader(StatefulDataLoader):
         self.epoch = 0
         self._source = dataset
         self._rank = dist_rank_world()[0]
+        if not isinstance(dataset, StreamDataset):
+            job_view.share(dataset)  # NOTE [ One view of the source for the job ]
         self._epoch_sampler: EpochSampler | None = None
         if ddp not in ("pad", "drop"):
             raise ConfigError(f"ddp must be 'pad' or 'drop', got {ddp!r}")
@@ -252,6 +254,7 @@ class BaseDataLoader(StatefulDataLoader):
         ds = self.dataset
         if isinstance(ds, _BatchIterable | StreamDataset) and not resuming:
             ds.set_epoch(self.epoch)
+            job_view.share(self._source)  # the epoch's view is rank 0's
         # DataLoader forbids re-assigning worker_init_fn after __init__ (it is guarded by
         # __setattr__ only for a few names), so rebuild it through object.__setattr__.
         object.__setattr__(
@@ -403,6 +406,11 @@ class BaseDataLoader(StatefulDataLoader):
             raise StateError(f"this state dict was made with seed={ours['seed']}, not {self.seed}")
         rest = {k: v for k, v in state_dict.items() if k != "tensorfeed"}
         loader_state.workers_of(rest)  # the shape is torchdata's
+        # What the source pinned for the epoch (Kafka's end offsets, a lake stream's files),
+        # before a stream's positions are regrouped over it.
+        restore = getattr(self._source, "_restore_checkpoint_state", None)
+        if callable(restore):
+            restore(ours.get("source"))
         sampler = self._elastic_sampler()
         if sampler is not None:
             job = loader_state.sampler_state(rest)
@@ -424,11 +432,19 @@ class BaseDataLoader(StatefulDataLoader):
             loop_sampler.load_loop_state_dict(ours["sampler_loop"])
         self.epoch = int(ours["epoch"])
         self._next_epoch = self.epoch
-        restore = getattr(self._source, "_restore_checkpoint_state", None)
-        if callable(restore):
-            restore(ours.get("source"))
         if isinstance(self.dataset, _BatchIterable | StreamDataset):
             self.dataset.set_epoch(self.epoch)
+            job_view.share(self._source)
+
+    # -- this rank alone (restarting its workers) ----------------------------------------------
+    def _rank_state(self) -> dict[str, Any]:
+        """This rank's torchdata state: what its own workers need to restart from the last
+        batch handed out (no collective, unlike :meth:`state_dict`)."""
+        return super().state_dict()
+
+    def _resume_rank(self, state: dict[str, Any]) -> None:
+        """Load a :meth:`_rank_state` of this loader (same epoch, workers and rank)."""
+        super().load_state_dict(state)
 
     def _stream_rank_state(self, rank0: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
         """This rank's torchdata state from a stream's job checkpoint: its own part on the same

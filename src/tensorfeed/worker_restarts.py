@@ -80,12 +80,12 @@ class RestartingIterator:
                 f"a DataLoader worker reading {source} died: {exc} ({hint})"
             ) from None
         self.restarts += 1
-        state = loader.state_dict()
+        state = loader._rank_state()  # this rank's alone: other ranks' workers are alive
         shutdown = getattr(loader._iterator, "_shutdown_workers", None)
         if callable(shutdown):
             shutdown()
         loader._iterator = None
-        loader.load_state_dict(state)
+        loader._resume_rank(state)
         log.warning(
             "a DataLoader worker reading %s died (%s); restart %d of %d from the last batch handed "
             "out (epoch %d)",

@@ -373,6 +373,44 @@ def test_stream_checkpoint_resumes_exactly_once_on_another_worker_count(
     assert_resumes_exactly_once(make, want, [(2, 0, 3), (0, 3, 2)], cuts=(0, 3, "last"))
 
 
+def _stream_checkpoint(root: Path, workers: int = 2) -> tuple[list[int], dict]:
+    loader = tfd.DataLoader(tfd.LakeStream(str(root)), batch_size=10, num_workers=workers)
+    it = iter(loader)
+    head = ids_of([next(it) for _ in range(4)])
+    state = loader.state_dict()
+    del it
+    return head, state
+
+
+def test_a_resumed_stream_epoch_reads_its_own_files_not_one_added_since(local_lake: Path) -> None:
+    head, state = _stream_checkpoint(local_lake)
+    part = sorted((local_lake / "year=2022" / "region=EU").glob("*.parquet"))[0]
+    added = pq.read_table(part).slice(0, 30)
+    added = added.set_column(0, "id", pa.array(np.arange(N_ROWS, N_ROWS + 30)))
+    pq.write_table(added, part.with_name("zz-new.parquet"))
+    for workers in (2, 0):  # the same topology, and another
+        resumed = tfd.DataLoader(
+            tfd.LakeStream(str(local_lake)), batch_size=10, num_workers=workers
+        )
+        resumed.load_state_dict(state)
+        assert sorted(head + ids_of(resumed)) == list(range(N_ROWS))
+        assert N_ROWS + 29 in ids_of(resumed)  # the next epoch lists the lake again
+
+
+@pytest.mark.parametrize("change", ["replaced", "removed"])
+def test_a_resumed_stream_names_a_file_replaced_or_removed_since(local_lake: Path, change) -> None:
+    _, state = _stream_checkpoint(local_lake)
+    victim = sorted(local_lake.rglob("*.parquet"))[1]
+    if change == "removed":
+        victim.unlink()
+    else:
+        pq.write_table(pq.read_table(victim), victim)  # same rows, a new file
+        os.utime(victim, ns=(time.time_ns(), time.time_ns() + 10**9))
+    resumed = tfd.DataLoader(tfd.LakeStream(str(local_lake)), batch_size=10)
+    with pytest.raises(SourceChangedError, match=rf"1 file\(s\) {change}: .*{victim.name}"):
+        resumed.load_state_dict(state)
+
+
 # --------------------------------------------------------------------------- locality sampler
 
 

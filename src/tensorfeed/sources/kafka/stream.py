@@ -462,6 +462,13 @@ class KafkaStream(StreamDataset):
         pin = self._epoch_end
         return dict(pin["end"]) if pin is not None and pin["epoch"] == epoch else None
 
+    def _job_view(self) -> dict[str, Any] | None:
+        """The end offsets rank 0 pinned (NOTE [ One view of the source for the job ])."""
+        return copy.deepcopy(self._epoch_end)
+
+    def _adopt_job_view(self, view: dict[str, Any] | None) -> None:
+        self._epoch_end = copy.deepcopy(view)
+
     def _checkpoint_state(self) -> dict[str, Any] | None:
         return copy.deepcopy(self._epoch_end)
 

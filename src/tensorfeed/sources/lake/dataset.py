@@ -20,6 +20,7 @@ from ...columns import ColumnBatch, RowLocator, make_spec
 from ...dataset import MapDataset, _digest, normalize_indices
 from ...errors import ConfigError
 from ...sampling import EpochSampler
+from . import manifest
 from .gather import _Decoded, _gather, _LakeBatch
 from .index import build_plan
 from .plan import Plan, _lake_spec, _options_from_url
@@ -52,9 +53,6 @@ def _describe_index(plan: Plan, starts: np.ndarray, idx: int) -> str:
     entry = plan.files[int(plan.unit_file[u])]
     where = f", row group {rg}" if rg >= 0 else ""
     return f"row {int(plan.unit_base[u]) + phys} of {entry.display} (index {idx}{where})"
-
-
-_MANIFEST_FILES = 2000  # files named in a checkpoint's manifest, at most
 
 
 class LakeDataset(MapDataset):
@@ -113,10 +111,20 @@ class LakeDataset(MapDataset):
     def refresh(self) -> LakeDataset:
         """List the lake again and pin the new file list (new files appear, len may change)."""
         fs, plan = build_plan(self.lake, resolve_partial=True, threads=self.threads)
+        self._pin(plan, fs)
+        return self
+
+    def _pin(self, plan: Plan, fs: Any) -> None:
         self._plan = plan
         self._starts = plan.starts()
         self._local = {"pid": os.getpid(), "fs": fs, "cache": OrderedDict(), "bytes": 0}
-        return self
+
+    def _job_view(self) -> Plan:
+        """The file list rank 0 pinned (NOTE [ One view of the source for the job ])."""
+        return self._plan
+
+    def _adopt_job_view(self, view: Plan) -> None:
+        self._pin(view, self._local.get("fs"))
 
     @property
     def files(self) -> list[str]:
@@ -256,29 +264,10 @@ class LakeDataset(MapDataset):
 
     # -- what a checkpoint remembers (loader_state.raise_if_changed) -------------------------
     def _change_manifest(self) -> dict[str, Any]:
-        files = self._plan.files
-        if len(files) > _MANIFEST_FILES:  # the fingerprint still tells; the names would not fit
-            return {"files": None, "count": len(files)}
-        return {"files": [[f.path, f.size, f.etag or f.mtime_ns] for f in files]}
+        return manifest.manifest(self._plan.files)
 
     def _describe_change(self, old: Any) -> str | None:
-        then = old.get("files") if isinstance(old, dict) else None
-        if not isinstance(then, list):
-            return None
-        before = {str(p): (s, v) for p, s, v in then}
-        now = {f.path: (f.size, f.etag or f.mtime_ns) for f in self._plan.files}
-        parts = []
-        for what, names in (
-            ("added", sorted(set(now) - set(before))),
-            ("removed", sorted(set(before) - set(now))),
-            ("replaced", sorted(p for p in set(now) & set(before) if now[p] != before[p])),
-        ):
-            if names:
-                shown = ", ".join(names[:5]) + (
-                    f" and {len(names) - 5} more" if len(names) > 5 else ""
-                )
-                parts.append(f"{len(names)} file(s) {what}: {shown}")
-        return "; ".join(parts) or None
+        return manifest.describe_change(old, self._plan.files)
 
     # -- samplers ---------------------------------------------------------------------------
     def locality_sampler(

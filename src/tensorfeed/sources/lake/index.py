@@ -24,6 +24,7 @@ import pyarrow as pa
 from ...errors import DataError, NotFoundError
 from .formats import FileFacts, read_facts
 from .fs import FileEntry, list_files
+from .manifest import check_versions, keep_pinned
 from .plan import LakeSpec, Plan
 from .pruning import (
     infer_partitions,
@@ -123,9 +124,13 @@ def build_plan(
     cache: FactsCache | None = None,
     epoch: int = 0,
     threads: int = 8,
+    checkpoint: Any = None,
 ) -> tuple[Any, Plan]:
-    """List, prune and index the lake (see NOTE [ How the lake index is built ])."""
+    """List, prune and index the lake (see NOTE [ How the lake index is built ]); with
+    ``checkpoint`` (a checkpoint's manifest) only the files it names, unchanged."""
     fs, files = list_files(spec.locations, spec.format, spec.s3, spec.filesystem)
+    if checkpoint is not None:
+        files = keep_pinned(files, checkpoint, spec.shown)
     s3 = spec.s3_or_none()
     raw = (
         [parse_hive(f.path) for f in files] if spec.partitioning == "hive" else [{} for _ in files]
@@ -201,6 +206,8 @@ def build_plan(
     pinned = list(files)
     for i, f in zip(survivors, surv_facts):
         pinned[i] = f.entry
+    if checkpoint is not None:
+        check_versions([f.entry for f in surv_facts], checkpoint, spec.shown)
     units: list[tuple[int, int, int, int, bool]] = []  # file, rg, base, rows, partial
     for fi, f in zip(survivors, surv_facts):
         units.extend(_file_units(fi, f, row_filter))

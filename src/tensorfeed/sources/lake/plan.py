@@ -8,8 +8,10 @@ stream. Every row-group read is checked against the pinned identity after the by
 replaced or deleted file is a :class:`~tensorfeed.errors.SourceChangedError` naming the object,
 never a silent mix of versions. Files added during an epoch are picked up by the next one (stream)
 or by ``refresh()`` (map-style; build a new DataLoader afterwards, since the length changed).
-Stream processes (DataLoader workers, DDP ranks) each list the lake at the start of an epoch after
-the first, so a file added at that very moment may be seen by some of them and not others.
+Under ``torch.distributed``, ``tfd.DataLoader`` gives every rank the plan rank 0 listed (NOTE
+[ One view of the source for the job ] in ``job_view.py``), and workers receive their process's
+plan, so a file added at the moment an epoch starts is in every shard's epoch or in none. A
+resumed stream epoch reads the files its checkpoint names (``manifest.py``).
 """
 
 from __future__ import annotations

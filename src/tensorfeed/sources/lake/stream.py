@@ -14,8 +14,9 @@ import pyarrow as pa
 from ... import stream_splits
 from ...columns import make_spec
 from ...dataset import StreamDataset
-from ...errors import ConfigError
+from ...errors import ConfigError, StateError
 from ...sampling import World
+from . import manifest
 from .index import FactsCache, build_plan
 from .plan import Plan, _lake_spec, _options_from_url
 from .pruning import row_positions
@@ -30,7 +31,8 @@ class LakeStream(StreamDataset):
     plus the shuffle buffer, whatever the size of the lake.
 
     The file list is pinned at construction for the first epoch and listed again at the start
-    of each later one, so new files join the next epoch (NOTE [ A consistent epoch ]).
+    of each later one, so new files join the next epoch (NOTE [ A consistent epoch ]); a
+    resumed epoch reads the files its checkpoint names.
     """
 
     def __init__(
@@ -94,10 +96,15 @@ class LakeStream(StreamDataset):
             loc.update(pid=os.getpid(), facts=FactsCache(), fs=None)
         return loc["facts"]
 
-    def _build(self, epoch: int) -> Plan:
+    def _build(self, epoch: int, checkpoint: Any = None) -> Plan:
         cache = self._facts_cache()
         fs, plan = build_plan(
-            self.lake, resolve_partial=False, cache=cache, epoch=epoch, threads=self.threads
+            self.lake,
+            resolve_partial=False,
+            cache=cache,
+            epoch=epoch,
+            threads=self.threads,
+            checkpoint=checkpoint,
         )
         self._local["fs"] = fs
         return plan
@@ -111,6 +118,30 @@ class LakeStream(StreamDataset):
         """Start epoch ``epoch``: list the lake again (in this process, before workers start)."""
         super().set_epoch(epoch)
         self._plan_for(int(epoch))
+
+    # -- a checkpoint's epoch reads its own files (manifest.py) ----------------------------------
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {"epoch": self._plan.epoch, **manifest.manifest(self._plan.files)}
+
+    def _restore_checkpoint_state(self, state: Any) -> None:
+        """List the lake for the checkpoint's epoch, keeping only the files it read (a removed
+        or replaced one is a SourceChangedError naming it)."""
+        if state is None:
+            return
+        epoch = state.get("epoch") if isinstance(state, dict) else None
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise StateError(
+                f"the checkpoint's file list of {self.describe()} must be {{'epoch': int, "
+                f"'files': [...]}}, got {state!r}"
+            )
+        self._plan = self._build(epoch, checkpoint=state)
+
+    def _job_view(self) -> Plan:
+        """The plan rank 0 listed for the epoch (NOTE [ One view of the source for the job ])."""
+        return self._plan
+
+    def _adopt_job_view(self, view: Plan) -> None:
+        self._plan = view
 
     @property
     def files(self) -> list[str]:

@@ -9,9 +9,7 @@ in ``snapshot.py``); batches are read through this process's ``_Reader``.
 
 from __future__ import annotations
 
-import logging
 import os
-import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +29,7 @@ from .backend import _MixedTypes, _Typing
 from .config import _check_names, _mixed, _SQLCommon
 from .driver_errors import _translate
 from .postgres import _Postgres, _show_setting
+from .read_progress import _MemoryReadProgress
 from .snapshot import _ABANDONED, _PINS, _close_reader, _Pin, _Reader, _release_pin
 from .url import _STREAM_INT_OPTIONS, _strip_options, _url_options, parse_url
 
@@ -38,9 +37,6 @@ from .url import _STREAM_INT_OPTIONS, _strip_options, _url_options, parse_url
 # this much (see NOTE [ Rows kept in memory ]).
 KEEP_IN_MEMORY_AUTO_BYTES = 1 << 30
 _SIZE_SAMPLE_ROWS = 1000
-# Library logging: silent unless the application configures the ``tensorfeed`` loggers.
-log = logging.getLogger("tensorfeed.sql")
-log.addHandler(logging.NullHandler())
 
 
 def _auto_keep_budget() -> int:
@@ -63,49 +59,6 @@ class _KeyLocator(RowLocator):
         k = self.keys[i]
         k = k.as_py() if isinstance(k, pa.Scalar) else k.item() if hasattr(k, "item") else k
         return f"the row with {self.key_name}={k!r} of {self.source}"
-
-
-class _MemoryReadProgress:
-    """Progress of reading a whole result into memory: an INFO line on the ``tensorfeed.sql``
-    logger at the start and the end (rows, seconds, rows/s), and a tqdm bar on stderr when the
-    read has taken a couple of seconds and stderr is a terminal."""
-
-    def __init__(self, total: int, what: str) -> None:
-        self.total, self.what, self.rows, self.bar = total, what, 0, None
-
-    def __enter__(self) -> _MemoryReadProgress:
-        from tqdm import tqdm
-
-        log.info("reading %s rows of %s into memory", f"{self.total:,}", self.what)
-        self.start = time.perf_counter()
-        self.bar = tqdm(
-            total=self.total,
-            desc="reading into memory",
-            unit="rows",
-            unit_scale=True,
-            disable=None,  # only on a terminal
-            delay=2.0,
-            leave=False,
-        )
-        return self
-
-    def update(self, rows: int) -> None:
-        self.rows += rows
-        if self.bar is not None:
-            self.bar.update(rows)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if exc[0] is None:
-            dt = time.perf_counter() - self.start
-            log.info(
-                "read %s rows of %s into memory in %.1f s (%s rows/s)",
-                f"{self.rows:,}",
-                self.what,
-                dt,
-                f"{self.rows / max(dt, 1e-9):,.0f}",
-            )
 
 
 class SQLDataset(_SQLCommon, MapDataset):
@@ -195,6 +148,17 @@ class SQLDataset(_SQLCommon, MapDataset):
         finally:
             if not keep:
                 be.close(conn)
+        self._set_index(keys, row_ids, snapshot)
+
+    def _job_view(self) -> tuple[Any, Any, str | None]:
+        """The keys and snapshot rank 0 pinned (NOTE [ One view of the source for the job ])."""
+        return self._keys, self._row_ids, self._snapshot
+
+    def _adopt_job_view(self, view: tuple[Any, Any, str | None]) -> None:
+        _release_pin(self._token)  # our workers import rank 0's snapshot instead of ours
+        self._set_index(*view)
+
+    def _set_index(self, keys: Any, row_ids: Any, snapshot: str | None) -> None:
         self._keys, self._row_ids, self._snapshot = keys, row_ids, snapshot
         self.__dict__.pop("_sql_cache", None)  # the fetch SQL depends on whether ctids exist
         self.__dict__.pop("_keys_digest", None)
