@@ -452,10 +452,13 @@ class BaseDataLoader(StatefulDataLoader):
         taken_ranks = int(ours.get("ranks", 1))
         workers, parts = stream_state.job_states(rank0, ours["stream"], taken_ranks)
         rank, ranks = dist_rank_world()
-        if (workers, taken_ranks) == (self.num_workers, ranks):
-            return copy.deepcopy(parts[rank])
         source: StreamDataset = self._source
         epoch = int(ours["epoch"])
+        check = getattr(source, "_check_resume", None)  # can the source still serve them?
+        if callable(check):
+            check(stream_state.shard_positions(parts, source.describe(), epoch, exact=False))
+        if (workers, taken_ranks) == (self.num_workers, ranks):
+            return copy.deepcopy(parts[rank])
         positions = stream_state.shard_positions(parts, source.describe(), epoch)
         per_rank = max(self.num_workers, 1)
         regrouped = source._regroup(epoch, positions, ranks * per_rank)

@@ -52,11 +52,14 @@ def _fetchers(rank_state: dict[str, Any]) -> list[Any]:
     return out
 
 
-def shard_positions(ranks: list[dict[str, Any]], source: str, epoch: int) -> list[Any]:
-    """The position of every shard of the job, in shard order (None: not started)."""
+def shard_positions(
+    ranks: list[dict[str, Any]], source: str, epoch: int, exact: bool = True
+) -> list[Any]:
+    """The position of every shard of the job, in shard order (None: not started). ``exact``:
+    refuse positions some batches older than the checkpoint (``snapshot_every_n_steps > 1``)."""
     out: list[Any] = []
     for r, rank_state in enumerate(ranks):
-        if steps_since_snapshot(rank_state):
+        if exact and steps_since_snapshot(rank_state):
             raise StateError(
                 f"rank {r}'s checkpoint was taken {steps_since_snapshot(rank_state)} batch(es) "
                 "after its last snapshot (snapshot_every_n_steps > 1): it resumes on the same "

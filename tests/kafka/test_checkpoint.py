@@ -211,6 +211,36 @@ def test_a_regrouped_epoch_keeps_its_end_and_its_counts(cluster, topic):
     assert len(got) == 200 and len(set(got)) == 200  # the 30 new messages are not in it
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_recreated_topic_is_named_when_the_checkpoint_is_loaded(cluster, topic, workers):
+    """The checkpoint's offsets no longer exist: the topic was deleted and recreated (here, on
+    another cluster under the same name) and holds fewer messages than were delivered."""
+    from tensorfeed.sources._kafka_mock import MockCluster
+
+    name = topic(120, partitions=2)
+    _, state = read(
+        lambda w: tfd.DataLoader(
+            tfd.KafkaStream(cluster.bootstrap, name, timeout=10), batch_size=16, num_workers=w
+        ),
+        workers,
+        pairs,
+        take=4,
+    )
+    other = MockCluster(brokers=1)
+    try:
+        other.create_topic(name, 2)
+        other.produce(name, [telemetry(i) for i in range(6)], partition=[i % 2 for i in range(6)])
+        loader = tfd.DataLoader(tfd.KafkaStream(other.bootstrap, name, timeout=10), batch_size=16)
+        with pytest.raises(
+            tfd.SourceChangedError,
+            match=rf"{name}:0: holds offsets below 3 but "
+            r"the checkpoint resumes at \d+ \(the topic was deleted and recreated",
+        ):
+            loader.load_state_dict(state)
+    finally:
+        other.close()
+
+
 def test_row_iteration_checkpoints_too(cluster, topic):
     """A plain torch DataLoader (row by row) over the stream is checkpointable as well."""
     name = topic(40, partitions=2)

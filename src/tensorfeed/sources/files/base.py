@@ -18,6 +18,7 @@ import pyarrow as pa
 from ...columns import SampleSpec
 from ...dataset import MapDataset
 from ...errors import ConfigError, DataError, NotFoundError
+from . import changes
 from .images import (
     DecodeOptions,
     ImageBatch,
@@ -101,6 +102,8 @@ class _ImageFiles(MapDataset):
             raise ConfigError(f"{len(self._target_values)} targets for {len(self._paths)} files")
         self._samples_list = self._targets_list = None
         self._fingerprint = None
+        self.__dict__.pop("_file_stats", None)
+        self.__dict__.pop("_manifest", None)
 
     @property
     def samples(self) -> list[tuple[str, Any]]:
@@ -226,7 +229,7 @@ class _ImageFiles(MapDataset):
         options: a cache built from this dataset is reused only while all of them are unchanged.
         Computed once per dataset object (one ``stat`` per file)."""
         if self._fingerprint is None:
-            stats = _file_stats([self._stat_path(p) for p in self._paths.to_pylist()])
+            stats = self._stats()
             self._fingerprint = _sha(
                 [*self._fingerprint_header(), len(self)],
                 *_string_buffers(self._paths),
@@ -236,9 +239,27 @@ class _ImageFiles(MapDataset):
             )
         return self._fingerprint
 
+    def _stats(self) -> np.ndarray:
+        """(size, mtime_ns) of every file, taken once per dataset object."""
+        if self.__dict__.get("_file_stats") is None:
+            self.__dict__["_file_stats"] = _file_stats(
+                [self._stat_path(p) for p in self._paths.to_pylist()]
+            )
+        return self.__dict__["_file_stats"]
+
+    # -- what a checkpoint remembers (loader_state.raise_if_changed; changes.py) -------------
+    def _change_manifest(self) -> dict[str, Any]:
+        if self.__dict__.get("_manifest") is None:
+            self.__dict__["_manifest"] = changes.manifest(self._paths.to_pylist(), self._stats())
+        return self.__dict__["_manifest"]
+
+    def _describe_change(self, old: Any) -> str | None:
+        return changes.describe_change(old, self._paths.to_pylist(), self._stats())
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_samples_list"] = state["_targets_list"] = None
+        state.pop("_manifest", None)
         return state
 
 

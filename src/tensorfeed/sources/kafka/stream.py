@@ -24,7 +24,7 @@ import pyarrow as pa
 from ..._deps import require
 from ...columns import RowLocator, make_spec
 from ...dataset import StreamDataset, _digest
-from ...errors import ConfigError, StateError
+from ...errors import ConfigError, SourceChangedError, StateError
 from ...sampling import World
 from .client import (
     close_consumer,
@@ -313,6 +313,42 @@ class KafkaStream(StreamDataset):
                 }
             )
         return out
+
+    def _check_resume(self, positions: list[Any]) -> None:
+        """Every partition still holds the checkpoint's next offset: a SourceChangedError names
+        those whose offsets were deleted (retention) or that restart below it (recreated)."""
+        merged = merge_positions(positions, self.describe())["next"]
+        if not merged:
+            return
+        ck = require("confluent_kafka", "kafka", "reading Kafka")
+        consumer = make_consumer(self)
+        problems = []
+        try:
+            for key, nxt in sorted(merged.items()):
+                t, p = split_pkey(key)
+                low, high = kafka_call(
+                    self,
+                    f"read the offsets of {key}",
+                    consumer.get_watermark_offsets,
+                    ck.TopicPartition(t, p),
+                    timeout=self.timeout,
+                )
+                if nxt < low:
+                    problems.append(
+                        f"{key}: offsets {nxt}..{low - 1} were deleted (retention) since the "
+                        f"checkpoint, which resumes at {nxt}"
+                    )
+                elif nxt > high:
+                    problems.append(
+                        f"{key}: holds offsets below {high} but the checkpoint resumes at {nxt} "
+                        "(the topic was deleted and recreated?)"
+                    )
+        finally:
+            close_consumer(consumer)
+        if problems:
+            raise SourceChangedError(
+                f"{self.describe()} changed since this checkpoint: " + "; ".join(problems)
+            )
 
     # -- checkpoints and the consumer group ------------------------------------------------------
     def _positions(self, state_or_loader: Any) -> list[dict[str, Any]]:
