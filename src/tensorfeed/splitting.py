@@ -357,7 +357,9 @@ class FilteredStream(StreamDataset):
     ``(seed, epoch, shard)``, so the same tables and the same filter decisions) and skips that
     many kept rows. When the inner stream has its own positions (Kafka offsets), the position
     is the inner one, advanced over the delivered rows; that is exact only for filters that are
-    a pure function of the row (the split filter), so :class:`BalancedStream` refuses it.
+    a pure function of the row (the split filter), so :class:`BalancedStream` refuses it. Such a
+    position moves to other numbers of workers and ranks as the inner stream's does; a count of
+    kept rows does not.
     """
 
     def __init__(self, stream: StreamDataset) -> None:
@@ -386,6 +388,14 @@ class FilteredStream(StreamDataset):
 
     def _locator(self, table: pa.Table) -> RowLocator:
         return self.inner._locator(table)
+
+    def _regroup(self, epoch: int, positions: list[Any], num_shards: int) -> list[Any]:
+        """The inner stream's positions regroup as its own (NOTE [ Elastic stream checkpoints ]),
+        as the filter is a function of the row; a count of kept rows of a replayed shard
+        cannot be moved."""
+        if self._replays():
+            return super()._regroup(epoch, positions, num_shards)
+        return self.inner._regroup(epoch, positions, num_shards)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

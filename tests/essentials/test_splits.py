@@ -204,3 +204,18 @@ def test_stream_split_resumes_mid_epoch(data, workers):
     second = loader()
     second.load_state_dict(state)
     assert head + [b["id"].tolist() for b in second] == full
+
+
+def test_a_split_of_a_replayed_stream_resumes_on_its_own_topology_only(data):
+    """Its position counts kept rows of a replayed shard: it cannot be moved, and says so."""
+
+    def loader(workers):
+        part = tfd.split(tfd.MemoryStream(data, chunk_rows=8), {"a": 0.5, "b": 0.5}, key="id")
+        return tfd.DataLoader(part["a"], batch_size=4, num_workers=workers)
+
+    it = iter(first := loader(2))
+    next(it), next(it)
+    state = first.state_dict()
+    del it
+    with pytest.raises(tfd.StateError, match="same numbers of DataLoader workers and DDP ranks"):
+        loader(0).load_state_dict(state)

@@ -129,6 +129,20 @@ def test_a_checkpoint_resumes_exactly_once_on_another_worker_count(items, hop):
     assert_resumes_exactly_once(make, range(N_ROWS), [hop], cuts=(0, 4, "last"))
 
 
+def test_a_split_of_the_stream_resumes_on_another_worker_count(items):
+    """A split keeps the inner stream's keyset positions, so it regroups as the stream does."""
+    db, table = items
+
+    def part(workers):
+        st = tfd.SQLStream(db.url, table=table, key="id", chunk_rows=300)
+        train = tfd.split(st, {"train": 0.7, "val": 0.3}, seed=2, key="id")["train"]
+        return tfd.DataLoader(train, batch_size=64, num_workers=workers)
+
+    want = sorted(i for b in part(0) for i in b["id"].tolist())
+    assert 1200 < len(want) < 1600
+    assert_resumes_exactly_once(part, want, [(2, 0, 3)], cuts=(3,))
+
+
 def test_text_keys_resume_exactly_once_on_another_worker_count(db):
     """String keys are ordered by the database's collation: a regrouped position keeps every key
     a bucket must exceed instead of comparing them in Python."""
