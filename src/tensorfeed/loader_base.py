@@ -252,7 +252,7 @@ class BaseDataLoader(StatefulDataLoader):
         ):
             user_batches.set_epoch(self.epoch)  # e.g. LakeDataset.locality_sampler(batch_size=)
         ds = self.dataset
-        if isinstance(ds, _BatchIterable | StreamDataset) and not resuming:
+        if _pins_epochs(ds) and not resuming:
             ds.set_epoch(self.epoch)
             job_view.share(self._source)  # the epoch's view is rank 0's
         # DataLoader forbids re-assigning worker_init_fn after __init__ (it is guarded by
@@ -432,7 +432,7 @@ class BaseDataLoader(StatefulDataLoader):
             loop_sampler.load_loop_state_dict(ours["sampler_loop"])
         self.epoch = int(ours["epoch"])
         self._next_epoch = self.epoch
-        if isinstance(self.dataset, _BatchIterable | StreamDataset):
+        if _pins_epochs(self.dataset):
             self.dataset.set_epoch(self.epoch)
             job_view.share(self._source)
 
@@ -464,6 +464,14 @@ class BaseDataLoader(StatefulDataLoader):
         regrouped = source._regroup(epoch, positions, ranks * per_rank)
         mine = regrouped[rank * per_rank : (rank + 1) * per_rank]
         return stream_state.for_shards(mine, source.describe(), epoch, self.num_workers, self.seed)
+
+
+def _pins_epochs(ds: Any) -> bool:
+    """An iterable of ours whose epoch is started in this process, before the workers (a stream
+    pins what the epoch reads; KafkaWindows through its stream)."""
+    return isinstance(ds, _BatchIterable | StreamDataset) or (
+        isinstance(ds, IterableDataset) and callable(getattr(ds, "_restore_checkpoint_state", None))
+    )
 
 
 class _LeanSingleProcessIter(_StatefulSingleProcessDataLoaderIter):

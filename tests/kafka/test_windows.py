@@ -93,6 +93,37 @@ def test_windows_loader_exactly_once_and_resume(cluster, topic, workers):
     assert joined == exp
 
 
+def test_windows_of_a_bounded_epoch_end_where_it_started(cluster, topic):
+    """The stream's end is pinned when the loader starts the epoch, and kept by the checkpoint:
+    messages produced after it are in neither the epoch nor its resume, even from a worker
+    that had not handed out a batch yet."""
+    from .kafka_helpers import telemetry
+
+    n = 200
+    name = topic(n, partitions=4)
+    exp = expected_windows(n, 4, 4)
+
+    def loader():
+        s = tfd.KafkaStream(cluster.bootstrap, name, timeout=5, poll_batch=16, end="now")
+        w = s.windows(key="device_id", size=4, step=4, features=["seq"])
+        return tfd.DataLoader(w, batch_size=2, num_workers=2)
+
+    def unbatch(b):
+        return [{"key": k, "x": x} for k, x in zip(b["key"].tolist(), b["x"])]
+
+    first = loader()
+    it = iter(first)
+    before = unbatch(next(it))  # worker 1 has not handed out a batch yet
+    state = first.state_dict()
+    del it
+    more = range(n, n + 100)
+    cluster.produce(name, [telemetry(i) for i in more], partition=[(i % 5) % 4 for i in more])
+    resumed = loader()
+    resumed.load_state_dict(state)
+    after = [w for b in resumed for w in unbatch(b)]
+    assert by_key(before + after) == exp
+
+
 def test_window_errors(cluster, topic):
     name = topic(20)
     s = tfd.KafkaStream(cluster.bootstrap, name, timeout=5)

@@ -75,7 +75,23 @@ class KafkaWindows(IterableDataset[Any]):
         self.stats: dict[str, int] = {"windows": 0, "open_keys": 0, "evicted": 0}
 
     def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch``: the stream pins its end offsets here, in the main process
+        (NOTE [ A bounded epoch's end ] in ``stream.py``), so every worker reads to the same."""
         self.epoch = int(epoch)
+        self.stream.set_epoch(epoch)
+
+    # the stream's pinned end travels in the checkpoint and to other ranks as the stream's own
+    def _checkpoint_state(self) -> dict[str, Any] | None:
+        return self.stream._checkpoint_state()
+
+    def _restore_checkpoint_state(self, state: Any) -> None:
+        self.stream._restore_checkpoint_state(state)
+
+    def _job_view(self) -> dict[str, Any] | None:
+        return self.stream._job_view()
+
+    def _adopt_job_view(self, view: dict[str, Any] | None) -> None:
+        self.stream._adopt_job_view(view)
 
     def describe(self) -> str:
         return f"windows of {self.stream.describe()} by {self.key!r} (size {self.size}, step {self.step})"
