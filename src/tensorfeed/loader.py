@@ -11,7 +11,8 @@ from torch.utils.data import IterableDataset
 
 from .dataset import MapDataset, StreamDataset
 from .errors import ConfigError
-from .loader_base import BaseDataLoader, LoaderStats
+from .loader_base import BaseDataLoader
+from .loader_stats import LoaderStats
 from .tuning import auto_num_workers
 
 __all__ = ["DataLoader", "LoaderStats", "loaders"]
