@@ -26,7 +26,8 @@ class DataLoader(BaseDataLoader):
     Extra arguments: ``seed`` (default 0), ``num_workers="auto"``, ``batch_transform`` (a function
     on whole collated batches, run in the worker), ``float_dtype``, ``ddp`` ("pad" or "drop": how
     ranks are evened out), ``device``/``prefetch_to_device`` (copy the next N batches to an
-    accelerator on a side stream).
+    accelerator on a side stream), ``max_worker_restarts``, ``on_change`` ("raise" or
+    "continue": a resume over changed data, NOTE [ Continuing over changed data ]).
     """
 
     @staticmethod

@@ -22,6 +22,7 @@ map-style checkpoints ] in ``epoch_progress.py``): it loads on any number of wor
 from __future__ import annotations
 
 import copy
+import logging
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,10 +35,11 @@ from torchdata.stateful_dataloader.stateful_dataloader import (
     _StatefulSingleProcessDataLoaderIter,
 )
 
-from . import job_view, loader_state, stream_state
+from . import job_view, key_order, loader_state, stream_state
 from .collate_fn import Collate
 from .dataset import MapDataset, StreamDataset, _BatchIterable
 from .device_prefetch import _check_device, _DevicePrefetcher, _to_device
+from .epoch_progress import Done
 from .errors import ConfigError, StateError
 from .loader_stats import LoaderStats, _EvenRanksIterator, _StatsIterator
 from .sampling import (
@@ -48,6 +50,10 @@ from .sampling import (
     shard_seed,
 )
 from .worker_restarts import RestartingIterator
+
+# Library logging: silent unless the application configures the ``tensorfeed`` loggers.
+log = logging.getLogger("tensorfeed.loader")
+log.addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class BaseDataLoader(StatefulDataLoader):
         device: str | torch.device | None = None,
         prefetch_to_device: int = 0,
         max_worker_restarts: int = 0,
+        on_change: str = "raise",
     ) -> None:
         workers = self._resolve_workers(num_workers, dataset, batch_size)
         self.seed = int(seed)
@@ -149,6 +156,8 @@ class BaseDataLoader(StatefulDataLoader):
                 if workers == 0 and callable(getattr(dataset, "prefetch_hint", None)):
                     batch_sampler.prefetch_hint = dataset.prefetch_hint
                 sampler, batch_size, drop_last = None, 1, False
+        self._on_change = self._order_by_keys(on_change)  # NOTE [ Continuing over changed data ]
+        self._source_changes: dict[str, int] | None = None
         if generator is None:
             generator = torch.Generator().manual_seed(self.seed)
         # torch's timeout= is for collecting a batch from workers (torch and torchdata assert it
@@ -187,6 +196,27 @@ class BaseDataLoader(StatefulDataLoader):
                 in_order=in_order,
                 snapshot_every_n_steps=snapshot_every_n_steps,
             )
+
+    def _order_by_keys(self, on_change: str) -> str:
+        """With ``on_change="continue"``, order the epoch by the rows' keys (key_order.py)."""
+        if on_change not in ("raise", "continue"):
+            raise ConfigError(f"on_change must be 'raise' or 'continue', got {on_change!r}")
+        if on_change == "raise":
+            return on_change
+        keys_of = getattr(self._source, "key_index", None)
+        sampler = self._epoch_sampler
+        if not callable(keys_of) or sampler is None or type(sampler) is not EpochSampler:
+            raise ConfigError(
+                "on_change='continue' needs a map-style source with a key (SQLDataset, the file "
+                "datasets) read by the loader's own sampler (shuffle=True/False, a batch_size): "
+                f"{self._source!r} does not qualify. Streams resume by key or offset already "
+                "(SQLStream, KafkaStream) or raise"
+            )
+        keys = key_order.as_keys(keys_of(), self._source.describe())
+        if not sampler.shuffle:
+            key_order.check_ascending(keys, self._source.describe())
+        sampler.order_keys = keys
+        return on_change
 
     @staticmethod
     def _resolve_workers(num_workers: int | str, dataset: Any, batch_size: int | None) -> int:
@@ -244,6 +274,8 @@ class BaseDataLoader(StatefulDataLoader):
             RestartingIterator(self, start, limit) if self.num_workers else start()
         )
         self.stats = LoaderStats()
+        if self._source_changes is not None:  # this is the epoch that continued over them
+            self.stats.source_changes, self._source_changes = self._source_changes, None
         if isinstance(self.dataset, _BatchIterable) and dist_rank_world()[1] > 1:
             inner = _EvenRanksIterator(inner, self._ddp, self.stats)
         inner = _StatsIterator(inner, self.stats)
@@ -338,6 +370,12 @@ class BaseDataLoader(StatefulDataLoader):
             state = per_rank[0]
             ours["stream"] = {"workers": self.num_workers, "other_ranks": per_rank[1:]}
         state["tensorfeed"] = ours
+        if self._on_change == "continue" and sampler is not None:  # what is done, by key
+            done = Done.from_state(job["done"], sampler._sequence_length(), "the job's state")
+            keys, epoch = sampler.order_keys, int(job["epoch"])
+            assert keys is not None  # set by _order_by_keys
+            ours["cut"] = key_order.cut(keys, sampler.shuffle, sampler.seed, epoch, done)
+            ours["source_name"] = self._source.describe()
         # What the source was, to name what changed if it no longer matches (SQL keys, files).
         manifest = getattr(self._source, "_change_manifest", None)
         if callable(manifest):
@@ -363,7 +401,8 @@ class BaseDataLoader(StatefulDataLoader):
         if not isinstance(state_dict, dict):
             raise StateError(f"a state dict must be a dict, got {type(state_dict).__name__}")
         ours = loader_state.check_block(state_dict.get("tensorfeed"))
-        if ours["dataset"] != self._identity():
+        changed = ours["dataset"] != self._identity()
+        if changed and not self._continues_over(ours):
             loader_state.raise_if_changed(self._source, ours.get("manifest"))
             raise StateError(
                 f"this state dict is from dataset {ours['dataset']!r}, not {self._identity()!r}"
@@ -380,6 +419,8 @@ class BaseDataLoader(StatefulDataLoader):
         sampler = self._elastic_sampler()
         if sampler is not None:
             job = loader_state.sampler_state(rest)
+            if changed:  # on_change="continue": what is done, found again over today's rows
+                job = self._continue_job(job, ours)
             epoch = sampler.parse_state(job)[0]
             if epoch != ours["epoch"]:
                 raise StateError(
@@ -401,6 +442,33 @@ class BaseDataLoader(StatefulDataLoader):
         if _pins_epochs(self.dataset):
             self.dataset.set_epoch(self.epoch)
             job_view.share(self._source)
+
+    def _continues_over(self, ours: dict[str, Any]) -> bool:
+        """Whether a checkpoint of changed data continues (on_change="continue", same source)."""
+        if self._on_change != "continue" or "cut" not in ours:
+            return False
+        if ours.get("source_name") != self._source.describe():
+            raise StateError(
+                f"this state dict is from {ours.get('source_name')!r}, not "
+                f"{self._source.describe()!r}: on_change='continue' resumes the same source only"
+            )
+        return True
+
+    def _continue_job(self, job: Any, ours: dict[str, Any]) -> dict[str, Any]:
+        sampler = self._elastic_sampler()
+        assert sampler is not None and sampler.order_keys is not None
+        if not isinstance(job, dict) or not isinstance(job.get("epoch"), int):
+            raise StateError("the checkpoint holds no job state of the loader's sampler")
+        done, counts = key_order.resume(
+            ours["cut"], sampler.order_keys, sampler.shuffle, sampler.seed, job["epoch"]
+        )
+        self._source_changes = counts
+        log.warning(
+            "%s changed since this checkpoint; continuing its epoch: %s",
+            self._source.describe(),
+            counts,
+        )
+        return {**job, "num_items": sampler.num_items, "done": done.as_dict()}
 
     # -- this rank alone (restarting its workers) ----------------------------------------------
     def _rank_state(self) -> dict[str, Any]:

@@ -24,6 +24,11 @@ class LoaderStats:
     wall_s: float = 0.0
     ddp_padded: int = 0  # batches repeated so this rank kept step with the others (ddp="pad")
     ddp_dropped: int = 0  # batches left out so no rank got more than another (ddp="drop")
+    # a resumed epoch that continued over changed data (on_change="continue"): rows_then/now,
+    # done_then (delivered at the checkpoint), done_now (rows now on the delivered side of the
+    # cut, counted done: done_now - done_then > 0 were added there and are skipped this epoch),
+    # ahead_gone (rows delivered past the cut since deleted)
+    source_changes: dict[str, int] | None = None
     _t0: float | None = field(default=None, repr=False)
 
     @property

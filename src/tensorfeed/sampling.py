@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler, get_worker_info
 
+from . import key_order
 from .epoch_progress import Done, merge_ranks, share_positions
 from .errors import ConfigError, StateError
 
@@ -156,8 +157,14 @@ class EpochSampler(Sampler[int]):
     def _sequence_length(self) -> int:
         return self.num_items
 
+    # the rows' keys when the epoch is ordered by key (NOTE [ Continuing over changed data ])
+    order_keys: np.ndarray | None = None
+
     def _epoch_sequence(self) -> np.ndarray:
-        """Every rank's indices of this epoch, in order: a function of (seed, epoch) only."""
+        """Every rank's indices of this epoch, in order: a function of (seed, epoch) only (and
+        of the keys, when ordered by them)."""
+        if self.order_keys is not None:
+            return key_order.sequence(self.order_keys, self.shuffle, self.seed, self.epoch)
         if self.shuffle:
             return epoch_permutation(self.num_items, self.seed, self.epoch)
         return np.arange(self.num_items)

@@ -6,7 +6,8 @@ file, produces messages, updates every row's value) and touches ``OUT/written``;
 other ranks build their loaders. Every rank reads 3 batches, takes the job's checkpoint (rank 0
 saves it as ``OUT/state.json``), then reads the rest of the epoch, and writes what it delivered to
 ``OUT/take-rank<r>.json``. ``... resume``: load ``OUT/state.json`` and read the rest, writing
-``OUT/resume-rank<r>.json`` (or the error it raised).
+``OUT/resume-rank<r>.json`` (or the error it raised); ``... continue``: the same with
+``on_change="continue"`` (PostgreSQL), writing ``OUT/continue-rank<r>.json``.
 
 KIND: ``postgres`` (SQLDataset, WHERE is the URL), ``lake`` / ``lake-stream`` (WHERE is a folder
 of Parquet files), ``kafka`` (KafkaStream with ``end="now"``, WHERE is ``bootstrap/topic``).
@@ -65,10 +66,10 @@ def write() -> None:
 
 
 def loader() -> tfd.DataLoader:
-    if kind == "postgres":
-        return tfd.DataLoader(
-            tfd.SQLDataset(where, table="view_rows", key="id"), batch_size=4, shuffle=True
-        )
+    if kind == "postgres":  # ordered by key, so mode "continue" can go on over the new rows
+        on_change = "raise" if mode == "resume" else "continue"
+        ds = tfd.SQLDataset(where, table="view_rows", key="id")
+        return tfd.DataLoader(ds, batch_size=4, shuffle=True, on_change=on_change)
     if kind == "lake":
         return tfd.DataLoader(tfd.LakeDataset(where), batch_size=4, shuffle=True)
     if kind == "lake-stream":
@@ -103,11 +104,12 @@ if mode == "take":
     result = {"head": head, "rest": [r for b in it for r in rows(b)]}
     if rank == 0:
         writer.join()
-else:
+else:  # resume, continue
     ld = loader()
     try:
         ld.load_state_dict(json.loads((out / "state.json").read_text()))
         result = {"rest": [r for b in ld for r in rows(b)]}
+        result["changes"] = ld.stats.source_changes
     except tfd.SourceChangedError as exc:
         result = {"error": str(exc)}
 (out / f"{mode}-rank{rank}.json").write_text(json.dumps(result))

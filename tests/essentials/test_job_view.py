@@ -74,6 +74,16 @@ def test_postgres_two_nodes_read_rank_0s_snapshot_while_a_writer_inserts_and_upd
         resumed = _job(tmp_path, "postgres", pg_url, "resume", nodes=1, procs=ranks)
         for r in resumed:
             assert "96 rows then, 112 now" in r["error"], r
+    head = [i for r in taken for i, _ in r["head"]]
+    for ranks in (2, 1):  # on_change="continue": today's rows not delivered yet, each once
+        went_on = _job(tmp_path, "postgres", pg_url, "continue", nodes=1, procs=ranks)
+        rest = [i for r in went_on for i, _ in r["rest"]]
+        changes = went_on[0]["changes"]
+        assert changes["rows_then"] == N and changes["rows_now"] == N + 16
+        fresh = set(rest) - set(head)
+        assert len(rest) - len(fresh) < ranks  # ddp="pad" repeats at most ranks - 1 rows
+        skipped = changes["done_now"] - changes["done_then"]  # new rows on the done side
+        assert len(fresh) == N + 16 - len(head) - skipped, (changes, ranks)
 
 
 def _lake(root: Path) -> None:

@@ -58,3 +58,32 @@ def test_a_large_folder_names_the_ranges_that_changed():
     assert what is not None and what.startswith("4000 files then, 3999 now")
     assert "from '/data/c0/00000.png' and before '/data/c0/00250.png' (250 files then, 249" in what
     assert "from '/data/c2/02500.png'" in what and what.count("from ") == 2
+
+
+def test_on_change_continue_goes_on_over_the_folder_as_it_is_now(tree):
+    """Paths are the rows' keys: a file removed is not delivered, one added joins or is
+    counted as skipped, none twice."""
+
+    def loader(workers=0):
+        ds = tfd.ImageFolder(str(tree))
+        return tfd.DataLoader(
+            ds, batch_size=2, shuffle=True, seed=3, num_workers=workers, on_change="continue"
+        )
+
+    first = loader()
+    it = iter(first)
+    head = [i for _ in range(2) for i in ids_of_images(next(it)[0])]
+    state = first.state_dict()
+    del it
+    left = sorted(set(range(12)) - set(head))
+    gone = next(tree.rglob(f"{left[0]:04d}.png"))
+    gone.unlink()
+    for i in (50, 51, 52):
+        Image.fromarray(tagged_pixels(i)).save(tree / "emu" / f"{i:04d}.png")
+    resumed = loader(workers=2)
+    resumed.load_state_dict(state)
+    rest = [i for x, _ in resumed for i in ids_of_images(x)]
+    c = resumed.stats.source_changes
+    now = (set(range(12)) - {left[0]}) | {50, 51, 52}
+    assert not set(rest) & set(head) and len(rest) == len(set(rest)) and set(rest) <= now
+    assert len(rest) == len(now) - c["done_now"] and c["done_then"] == 4

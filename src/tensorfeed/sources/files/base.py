@@ -239,6 +239,10 @@ class _ImageFiles(MapDataset):
             )
         return self._fingerprint
 
+    def key_index(self) -> pa.Array:
+        """The path of every row, in index order (the rows' keys)."""
+        return self._paths
+
     def _stats(self) -> np.ndarray:
         """(size, mtime_ns) of every file, taken once per dataset object."""
         if self.__dict__.get("_file_stats") is None:
