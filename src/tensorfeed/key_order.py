@@ -18,7 +18,6 @@ key and a few more, never the rows. ``loader.stats.source_changes`` reports the 
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
@@ -39,8 +38,10 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
 
 def as_keys(keys: Any, what: str) -> np.ndarray:
     """The keys as an int64 or unicode numpy array (every key unique)."""
-    values = keys.to_pylist() if hasattr(keys, "to_pylist") else keys
+    values = keys.to_numpy(zero_copy_only=False) if hasattr(keys, "to_numpy") else keys
     arr = np.asarray(values)
+    if arr.dtype == object and len(arr) and all(isinstance(k, str) for k in arr[:1]):
+        arr = arr.astype(str)
     if arr.dtype.kind in "iu":
         arr = arr.astype(np.int64)
     elif arr.dtype.kind in "US":
@@ -57,17 +58,15 @@ def _hashes(keys: np.ndarray, seed: int, epoch: int) -> np.ndarray:
         np.array([(int(seed) & 0xFFFFFFFF) << 32 | (int(epoch) & 0xFFFFFFFF)], np.uint64)
     )
     if keys.dtype.kind == "i":
-        base = keys.view(np.uint64)
-    else:
-        base = np.fromiter(
-            (
-                int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little")
-                for k in keys.tolist()
-            ),
-            dtype=np.uint64,
-            count=len(keys),
-        )
-    return _splitmix(base ^ salt[0])
+        return _splitmix(keys.view(np.uint64) ^ salt[0])
+    # strings: fold their UTF-32 code points column by column, every row at once, each row up
+    # to its own length (the padding depends on the longest key of the array, never the hash)
+    codes = np.ascontiguousarray(keys).view(np.uint32).reshape(len(keys), -1)
+    lengths = np.char.str_len(keys)
+    h = np.full(len(keys), salt[0], dtype=np.uint64)
+    for j in range(codes.shape[1]):
+        h = np.where(j < lengths, _splitmix(h ^ codes[:, j].astype(np.uint64)), h)
+    return h
 
 
 def sequence(keys: np.ndarray, shuffle: bool, seed: int, epoch: int) -> np.ndarray:

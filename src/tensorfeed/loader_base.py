@@ -379,16 +379,16 @@ class BaseDataLoader(StatefulDataLoader):
         # What the source was, to name what changed if it no longer matches (SQL keys, files).
         manifest = getattr(self._source, "_change_manifest", None)
         if callable(manifest):
-            state["tensorfeed"]["manifest"] = manifest()
+            ours["manifest"] = manifest()
         # A source that pins what an epoch reads (KafkaStream's end offsets) keeps it here.
         source_state = getattr(self._source, "_checkpoint_state", None)
         if callable(source_state):
-            state["tensorfeed"]["source"] = source_state()
+            ours["source"] = source_state()
         # A sampler fed by the training loop (HardExampleSampler.update) has state the loop
         # changed after torchdata's snapshot of it: save the loop's view too.
         loop = getattr(self._epoch_sampler or self.sampler, "loop_state_dict", None)
         if callable(loop):
-            state["tensorfeed"]["sampler_loop"] = loop()
+            ours["sampler_loop"] = loop()
         # A source that acts on checkpoints (KafkaStream(commit_on_checkpoint=True)) sees them.
         hook = getattr(self._source, "_on_checkpoint", None)
         if callable(hook):
@@ -488,12 +488,14 @@ class BaseDataLoader(StatefulDataLoader):
         rank, ranks = dist_rank_world()
         source: StreamDataset = self._source
         epoch = int(ours["epoch"])
+        same = (workers, taken_ranks) == (self.num_workers, ranks)
+        # positions some batches old (snapshot_every_n_steps > 1) do only on the same topology
+        positions = stream_state.shard_positions(parts, source.describe(), epoch, exact=not same)
         check = getattr(source, "_check_resume", None)  # can the source still serve them?
         if callable(check):
-            check(stream_state.shard_positions(parts, source.describe(), epoch, exact=False))
-        if (workers, taken_ranks) == (self.num_workers, ranks):
+            check(positions)
+        if same:
             return copy.deepcopy(parts[rank])
-        positions = stream_state.shard_positions(parts, source.describe(), epoch)
         per_rank = max(self.num_workers, 1)
         regrouped = source._regroup(epoch, positions, ranks * per_rank)
         mine = regrouped[rank * per_rank : (rank + 1) * per_rank]

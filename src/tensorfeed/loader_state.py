@@ -98,11 +98,27 @@ def for_workers(
         _td._ITERABLEDATASET_LEN_CALLED: None,
         _td._SHARED_SEED: main.get(_td._SHARED_SEED),
     }
+    base = main.get(_Multi._BASE_SEED, base_seed)
+    return shaped(common, [None] * max(num_workers, 1), num_workers, base, steps, finished)
+
+
+def shaped(
+    common: dict[str, Any],
+    fetchers: list[Any],
+    num_workers: int,
+    base_seed: int,
+    steps: int,
+    finished: bool,
+) -> dict[str, Any]:
+    """torchdata's state of one shape or the other for ``num_workers``: the main process's
+    ``common`` fields, and ``fetchers[i]`` as the fetcher state of worker ``i`` (the only one
+    without workers), the next batch due from worker 0."""
     if num_workers == 0:
+        (fetcher,) = fetchers
         return {
             **common,
             _NUM_YIELDED: steps,
-            _FETCHER_STATE: None,
+            _FETCHER_STATE: fetcher,
             _DATASET_STATE: None,
             _td._ITERATOR_FINISHED: finished,
         }
@@ -110,14 +126,10 @@ def for_workers(
         _SNAPSHOT: {
             _Multi._SNAPSHOT_STEP: steps,
             _Multi._LAST_YIELDED_WORKER_ID: num_workers - 1,  # the next batch goes to worker 0
-            _MAIN: {
-                **common,
-                _Multi._NUM_WORKERS: num_workers,
-                _Multi._BASE_SEED: main.get(_Multi._BASE_SEED, base_seed),
-            },
+            _MAIN: {**common, _Multi._NUM_WORKERS: num_workers, _Multi._BASE_SEED: base_seed},
             _WORKERS: {
-                f"worker_{i}": {_WORKER_ID: i, _DATASET_STATE: None, _FETCHER_STATE: None}
-                for i in range(num_workers)
+                f"worker_{i}": {_WORKER_ID: i, _DATASET_STATE: None, _FETCHER_STATE: f}
+                for i, f in enumerate(fetchers)
             },
         },
         _Multi._STEPS_SINCE_SNAPSHOT: 0,

@@ -23,13 +23,11 @@ import copy
 from typing import Any
 
 from torchdata.stateful_dataloader import stateful_dataloader as _td
-from torchdata.stateful_dataloader.worker import _DATASET_STATE, _FETCHER_STATE, _WORKER_ID
+from torchdata.stateful_dataloader.worker import _FETCHER_STATE
 
 from .errors import StateError
-from .loader_state import _int, steps_since_snapshot, workers_of
+from .loader_state import _SNAPSHOT, _WORKERS, _int, shaped, steps_since_snapshot, workers_of
 
-_Multi = _td._StatefulMultiProcessingDataLoaderIter
-_SNAPSHOT, _MAIN, _WORKERS = _Multi._SNAPSHOT, _Multi._MAIN_SNAPSHOT, _Multi._WORKER_SNAPSHOTS
 _ITER_STATE = "dataset_iter_state"  # torchdata's _IterableDatasetFetcher keys (worker.py)
 _ENDED = "fetcher_ended"
 
@@ -114,28 +112,7 @@ def for_shards(
         _td._ITERABLEDATASET_LEN_CALLED: None,
         _td._SHARED_SEED: None,
     }
-    if num_workers == 0:
-        (pos,) = positions
-        return {
-            **common,
-            _td._StatefulSingleProcessDataLoaderIter._NUM_YIELDED: 0,
-            _FETCHER_STATE: fetcher(pos),
-            _DATASET_STATE: None,
-            _td._ITERATOR_FINISHED: False,
-        }
-    return {
-        _SNAPSHOT: {
-            _Multi._SNAPSHOT_STEP: 0,
-            _Multi._LAST_YIELDED_WORKER_ID: num_workers - 1,  # the next batch is worker 0's
-            _MAIN: {**common, _Multi._NUM_WORKERS: num_workers, _Multi._BASE_SEED: base_seed},
-            _WORKERS: {
-                f"worker_{i}": {_WORKER_ID: i, _DATASET_STATE: None, _FETCHER_STATE: fetcher(p)}
-                for i, p in enumerate(positions)
-            },
-        },
-        _Multi._STEPS_SINCE_SNAPSHOT: 0,
-        _td._ITERATOR_FINISHED: False,
-    }
+    return shaped(common, [fetcher(p) for p in positions], num_workers, base_seed, 0, False)
 
 
 def gather(rank_state: dict[str, Any], ranks: int) -> list[dict[str, Any]]:

@@ -305,20 +305,29 @@ def _run(
             ]
         ]
     else:
-        port = _free_port()
-        cmds = [
-            [
-                *_torchrun(),
-                f"--nnodes={nodes}",
-                f"--node_rank={r}",
-                f"--nproc_per_node={procs}",
-                "--master_addr=127.0.0.1",
-                f"--master_port={port}",
-                *args,
-            ]
-            for r in range(nodes)
+        cmds = node_commands(args, nodes, procs)
+    run_together(cmds, {**os.environ, "TFD_RESUME_SOURCE": source})
+
+
+def node_commands(args: list[str], nodes: int, procs: int) -> list[list[str]]:
+    """``nodes`` torchrun invocations of ``procs`` processes each: one job on 127.0.0.1."""
+    port = _free_port()
+    return [
+        [
+            *_torchrun(),
+            f"--nnodes={nodes}",
+            f"--node_rank={r}",
+            f"--nproc_per_node={procs}",
+            "--master_addr=127.0.0.1",
+            f"--master_port={port}",
+            *args,
         ]
-    env = {**os.environ, "TFD_RESUME_SOURCE": source}
+        for r in range(nodes)
+    ]
+
+
+def run_together(cmds: list[list[str]], env: dict[str, str] | None = None) -> None:
+    """Start every command, then wait for all; each must exit 0 (its stderr tail if not)."""
     running = [
         subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         for c in cmds

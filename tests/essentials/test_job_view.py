@@ -6,7 +6,6 @@ change or stays exact."""
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -15,38 +14,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from .test_elastic_resume import _free_port, _torchrun
+from .test_elastic_resume import node_commands, run_together
 
 SCRIPT = Path(__file__).with_name("ddp_view_script.py")
 N = 96
 
 
 def _job(out: Path, kind: str, where: str, mode: str, nodes: int, procs: int) -> list[dict]:
-    port = _free_port()
-    cmds = [
-        [
-            *_torchrun(),
-            f"--nnodes={nodes}",
-            f"--node_rank={r}",
-            f"--nproc_per_node={procs}",
-            "--master_addr=127.0.0.1",
-            f"--master_port={port}",
-            str(SCRIPT),
-            str(out),
-            kind,
-            where,
-            mode,
-        ]
-        for r in range(nodes)
-    ]
-    running = [
-        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds
-    ]
-    for p in running:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err[-3000:]
-    ranks = nodes * procs
-    return [json.loads((out / f"{mode}-rank{r}.json").read_text()) for r in range(ranks)]
+    run_together(node_commands([str(SCRIPT), str(out), kind, where, mode], nodes, procs))
+    return [json.loads((out / f"{mode}-rank{r}.json").read_text()) for r in range(nodes * procs)]
 
 
 def _rows(results: list[dict], *parts: str) -> list[tuple[int, float]]:
