@@ -10,8 +10,10 @@ state dict from another dataset refused, and a checkpoint resumed on other worke
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
+import signal
 import sqlite3
 import uuid
 from collections.abc import Callable
@@ -263,6 +265,24 @@ def test_resume_on_another_topology(source, a, b, cut):
     fresh = loader_for(src, b)
     fresh.set_epoch(1)
     assert _per_partition(src, epoch_ids(resumed)) == _per_partition(src, epoch_ids(fresh))
+
+
+def test_a_killed_worker_restarts_from_the_last_batch(source, caplog):
+    """NOTE [ Worker restarts ]: a worker SIGKILLed after 3 batches, max_worker_restarts=1:
+    the epoch goes on from the last batch handed out, every row once, in the uninterrupted
+    order (within a partition for Kafka); the restart is logged with the source."""
+    full = epoch_ids(loader_for(source, 2))
+    loader = loader_for(source, 2, max_worker_restarts=1)
+    caplog.set_level(logging.WARNING, logger="tensorfeed")
+    got: list[list[int]] = []
+    for i, batch in enumerate(loader):
+        got.append(batch_ids(batch))
+        if i == 2:
+            os.kill(loader._iterator._workers[0].pid, signal.SIGKILL)
+    assert sorted(i for b in got for i in b) == list(range(N))
+    assert _per_partition(source, got) == _per_partition(source, full)
+    assert "restart 1 of 1 from the last batch" in caplog.text
+    assert source.make().describe() in caplog.text
 
 
 def test_same_batches_whatever_num_workers(map_source):
