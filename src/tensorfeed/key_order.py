@@ -5,10 +5,11 @@ NOTE [ Continuing over changed data ]
 A map-style checkpoint says which positions of the epoch's sequence are done (NOTE [ Elastic
 map-style checkpoints ] in ``epoch_progress.py``), and positions mean rows only over the same
 rows: a row deleted or inserted shifts them. So with ``on_change="continue"`` the loader orders
-the epoch by the rows' keys instead (``SQLDataset``'s key, a file dataset's path): shuffled, by a
-64-bit hash of (key, seed, epoch), ties broken by the key; in order, by the key itself (the keys
-must then ascend). What is done is a *cut* in that order: every row before the first one not
-delivered (the checkpoint keeps its hash and key), and the few delivered past it (ranks a batch
+the epoch by the rows' keys instead (``SQLDataset``'s key, a file dataset's path, a
+``LakeDataset``'s ``key`` column): shuffled, by a 64-bit hash of (key, seed, epoch), ties broken
+by the key; in order, by the key itself in Python's order (which a database's collation of text
+keys, or a lake's file listing, need not follow: the epoch then follows the keys). What is done
+is a *cut* in that order: every row before the first one not delivered (the checkpoint keeps its hash and key), and the few delivered past it (ranks a batch
 ahead; the checkpoint keeps their keys). Over changed data the cut is found again: rows ordered
 before it now count as done (delivered, or added since on that side of the cut: those are
 skipped this epoch), rows after it, less the keys past it, are the rest of the epoch (a deleted
@@ -70,19 +71,12 @@ def _hashes(keys: np.ndarray, seed: int, epoch: int) -> np.ndarray:
 
 
 def sequence(keys: np.ndarray, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
-    """The epoch's order of the rows: by (hash, key) shuffled, else as they are (ascending)."""
+    """The epoch's order of the rows: by (hash, key) shuffled, else by key."""
     if not shuffle:
-        return np.arange(len(keys))
+        if len(keys) < 2 or bool(np.all(keys[:-1] < keys[1:])):
+            return np.arange(len(keys))  # the index is in key order already (SQL's ORDER BY key)
+        return np.argsort(keys, kind="stable")
     return np.lexsort((keys, _hashes(keys, seed, epoch)))
-
-
-def check_ascending(keys: np.ndarray, what: str) -> None:
-    if len(keys) > 1 and not bool(np.all(keys[:-1] < keys[1:])):
-        raise ConfigError(
-            f"on_change='continue' without shuffle orders the epoch by key, and the keys of "
-            f"{what} do not ascend in Python's order (string keys sorted by a database "
-            "collation, or files not listed in path order): shuffle, or keep on_change='raise'"
-        )
 
 
 def _py(v: Any) -> Any:

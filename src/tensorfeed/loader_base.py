@@ -157,7 +157,7 @@ class BaseDataLoader(StatefulDataLoader):
                     batch_sampler.prefetch_hint = dataset.prefetch_hint
                 sampler, batch_size, drop_last = None, 1, False
         self._on_change = self._order_by_keys(on_change)  # NOTE [ Continuing over changed data ]
-        self._source_changes: dict[str, int] | None = None
+        self._source_changes: dict[str, Any] | None = None
         if generator is None:
             generator = torch.Generator().manual_seed(self.seed)
         # torch's timeout= is for collecting a batch from workers (torch and torchdata assert it
@@ -203,19 +203,18 @@ class BaseDataLoader(StatefulDataLoader):
             raise ConfigError(f"on_change must be 'raise' or 'continue', got {on_change!r}")
         if on_change == "raise":
             return on_change
+        if getattr(self._source, "_continues_over_changes", False):
+            return on_change  # a stream that moves its own positions on (KafkaStream)
         keys_of = getattr(self._source, "key_index", None)
         sampler = self._epoch_sampler
         if not callable(keys_of) or sampler is None or type(sampler) is not EpochSampler:
             raise ConfigError(
                 "on_change='continue' needs a map-style source with a key (SQLDataset, the file "
-                "datasets) read by the loader's own sampler (shuffle=True/False, a batch_size): "
-                f"{self._source!r} does not qualify. Streams resume by key or offset already "
-                "(SQLStream, KafkaStream) or raise"
+                "datasets, LakeDataset with key=) read by the loader's own sampler "
+                "(shuffle=True/False, a batch_size), or KafkaStream: "
+                f"{self._source!r} does not qualify. SQLStream resumes by key already"
             )
-        keys = key_order.as_keys(keys_of(), self._source.describe())
-        if not sampler.shuffle:
-            key_order.check_ascending(keys, self._source.describe())
-        sampler.order_keys = keys
+        sampler.order_keys = key_order.as_keys(keys_of(), self._source.describe())
         return on_change
 
     @staticmethod
@@ -490,10 +489,18 @@ class BaseDataLoader(StatefulDataLoader):
         epoch = int(ours["epoch"])
         same = (workers, taken_ranks) == (self.num_workers, ranks)
         # positions some batches old (snapshot_every_n_steps > 1) do only on the same topology
-        positions = stream_state.shard_positions(parts, source.describe(), epoch, exact=not same)
+        positions = copy.deepcopy(
+            stream_state.shard_positions(parts, source.describe(), epoch, exact=not same)
+        )
         check = getattr(source, "_check_resume", None)  # can the source still serve them?
-        if callable(check):
-            check(positions)
+        moved = check(positions, self._on_change == "continue") if callable(check) else None
+        if moved is not None:  # on_change="continue" moved some (NOTE in kafka/stream.py)
+            self._source_changes = moved
+            log.warning(
+                "%s changed since this checkpoint; continuing: %s", source.describe(), moved
+            )
+            stream_state.shard_positions(parts, source.describe(), epoch, exact=True)
+            same = False  # this rank's state is rebuilt from the moved positions
         if same:
             return copy.deepcopy(parts[rank])
         per_rank = max(self.num_workers, 1)

@@ -27,8 +27,9 @@ class LoaderStats:
     # a resumed epoch that continued over changed data (on_change="continue"): rows_then/now,
     # done_then (delivered at the checkpoint), done_now (rows now on the delivered side of the
     # cut, counted done: done_now - done_then > 0 were added there and are skipped this epoch),
-    # ahead_gone (rows delivered past the cut since deleted)
-    source_changes: dict[str, int] | None = None
+    # ahead_gone (rows delivered past the cut since deleted); for KafkaStream, the partitions
+    # moved on ({"topic:p": {"change", "then", "now"}}) and messages_skipped
+    source_changes: dict[str, Any] | None = None
     _t0: float | None = field(default=None, repr=False)
 
     @property

@@ -241,6 +241,67 @@ def test_a_recreated_topic_is_named_when_the_checkpoint_is_loaded(cluster, topic
         other.close()
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_on_change_continue_goes_on_past_a_recreated_partition(cluster, topic, workers):
+    """NOTE [ Continuing a Kafka epoch over deleted offsets ]: one partition now holds fewer
+    messages than were delivered (recreated), the other still holds the checkpoint's offsets.
+    With on_change="continue" the recreated one is done (its pinned end moves down to what it
+    holds) and the other delivers exactly its offsets from the checkpoint to the pinned end."""
+    from tensorfeed.sources._kafka_mock import MockCluster
+
+    name = topic(120, partitions=2)
+
+    def make(bootstrap, w):
+        stream = tfd.KafkaStream(bootstrap, name, timeout=10)
+        return tfd.DataLoader(stream, batch_size=16, num_workers=w, on_change="continue")
+
+    head, state = read(lambda w: make(cluster.bootstrap, w), workers, pairs, take=6)
+    end = {p: state["tensorfeed"]["source"]["end"][f"{name}:{p}"] for p in (0, 1)}  # pinned
+    assert sum(end.values()) == 120
+    at = {p: max((o for q, o in head if q == p), default=-1) + 1 for p in (0, 1)}
+    assert set(head) == {(p, o) for p in (0, 1) for o in range(at[p])}
+    keep = max(at, key=lambda p: end[p] - at[p])  # more left: it holds its offsets still
+    gone = 1 - keep
+    other = MockCluster(brokers=1)
+    try:
+        other.create_topic(name, 2)
+        other.produce(name, [telemetry(i) for i in range(3)], partition=gone)
+        other.produce(name, [telemetry(i) for i in range(100)], partition=keep)
+        loader = make(other.bootstrap, workers)
+        loader.load_state_dict(state)
+        rest = read_all(loader)
+    finally:
+        other.close()
+    assert at[gone] > 3 and end[keep] - at[keep] >= 12  # 96 of 120 delivered
+    assert sorted(rest) == [(keep, o) for o in range(at[keep], end[keep])]
+    assert loader.stats.source_changes == {
+        "partitions": {f"{name}:{gone}": {"change": "recreated", "then": at[gone], "now": 3}},
+        "messages_skipped": end[gone] - at[gone],
+    }
+
+
+def test_continuing_moves_deleted_offsets_to_what_the_partition_holds():
+    """The arithmetic of the NOTE for retention, which librdkafka's mock cluster cannot do
+    (it answers DeleteRecords with _UNSUPPORTED_FEATURE)."""
+    from tensorfeed.sources.kafka.reader import resume_moves
+
+    marks = {"t:0": (50, 200), "t:1": (0, 200), "t:2": (300, 400)}
+    nxt = {"t:0": 20, "t:1": 70, "t:2": 120}
+    unbounded = resume_moves(nxt, marks, None)
+    assert sorted(unbounded) == ["t:0", "t:2"]  # t:1 still holds offset 70
+    assert [unbounded[k]["now"] for k in ("t:0", "t:2")] == [50, 300]
+    assert [unbounded[k]["skipped"] for k in ("t:0", "t:2")] == [30, 180]
+    bounded = resume_moves(nxt, marks, {"t:0": 150, "t:1": 150, "t:2": 250})
+    # t:2's end went with the deleted offsets: the partition is done, 130 messages lost
+    assert (bounded["t:2"]["now"], bounded["t:2"]["end"], bounded["t:2"]["skipped"]) == (
+        250,
+        250,
+        130,
+    )
+    assert (bounded["t:0"]["now"], bounded["t:0"]["end"]) == (50, 150)
+    assert "offsets 20..49 were deleted (retention)" in bounded["t:0"]["problem"]
+
+
 def test_row_iteration_checkpoints_too(cluster, topic):
     """A plain torch DataLoader (row by row) over the stream is checkpointable as well."""
     name = topic(40, partitions=2)

@@ -92,7 +92,7 @@ def test_only_a_keyed_map_style_source_with_the_loaders_sampler_continues(items)
         with pytest.raises(tfd.ConfigError, match="needs a map-style source with a key"):
             tfd.DataLoader(ds, **{"batch_size": 8, **bad}, on_change="continue")
     stream = tfd.SQLStream(db.url, table=table, key="id")
-    with pytest.raises(tfd.ConfigError, match="Streams resume by key or offset already"):
+    with pytest.raises(tfd.ConfigError, match="SQLStream resumes by key already"):
         tfd.DataLoader(stream, batch_size=8, on_change="continue")
     memory = tfd.MemoryDataset({"id": list(range(10))})
     with pytest.raises(tfd.ConfigError, match="needs a map-style source with a key"):

@@ -484,3 +484,38 @@ def merge_positions(positions: list[Any], where: str) -> dict[str, Any]:
                     raise StateError(f"{here} has {part}[{key!r}] = {off}: offsets are >= 0")
                 merged[part][key] = max(merged[part].get(key, off), off)
     return merged
+
+
+def resume_moves(
+    nxt: dict[str, int], marks: dict[str, tuple[int, int]], end: dict[str, int] | None
+) -> dict[str, dict[str, Any]]:
+    """The partitions whose checkpointed next offset ``nxt`` the watermarks ``marks`` (low,
+    high) no longer hold, and where each goes on (NOTE [ Continuing a Kafka epoch over deleted
+    offsets ] in stream.py): ``now`` (the next offset), ``end`` (a bounded epoch's end),
+    ``skipped`` (messages lost, None where unknown) and ``problem`` (what to say)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, at in sorted(nxt.items()):
+        low, high = marks[key]
+        stop = end.get(key) if end is not None else None
+        if at < low:
+            now = low if stop is None else min(low, max(stop, at))
+            out[key] = {
+                "change": "deleted",
+                "problem": f"{key}: offsets {at}..{low - 1} were deleted (retention) since the "
+                f"checkpoint, which resumes at {at}",
+                "then": at,
+                "now": now,
+                "end": stop,
+                "skipped": now - at,
+            }
+        elif at > high:
+            out[key] = {
+                "change": "recreated",
+                "problem": f"{key}: holds offsets below {high} but the checkpoint resumes at "
+                f"{at} (the topic was deleted and recreated?)",
+                "then": at,
+                "now": high,
+                "end": None if stop is None else min(stop, high),
+                "skipped": None if stop is None else max(stop - at, 0),
+            }
+    return out

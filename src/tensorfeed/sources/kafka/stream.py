@@ -43,6 +43,7 @@ from .reader import (
     KafkaStats,
     ShardReader,
     merge_positions,
+    resume_moves,
 )
 
 __all__ = ["KafkaStats", "KafkaStream"]
@@ -314,41 +315,69 @@ class KafkaStream(StreamDataset):
             )
         return out
 
-    def _check_resume(self, positions: list[Any]) -> None:
+    # NOTE [ Continuing a Kafka epoch over deleted offsets ]
+    # A message's key is its (partition, offset), so "delivered this epoch" is every offset below
+    # the checkpoint's next one, per partition. When a partition no longer holds that offset,
+    # ``on_change="raise"`` (the default) names it. With ``on_change="continue"`` the partition
+    # goes on from what it still holds:
+    # - retention deleted nxt..low-1: resume at ``low`` (or at a bounded epoch's end, if that
+    #   went too); the deleted messages are skipped and counted;
+    # - the topic was recreated below nxt: its offsets now name other messages, none of the
+    #   epoch's. Resume at its current end ``high``: a bounded epoch's pinned end moves down to
+    #   it (the partition is done), an unbounded stream takes messages as they arrive.
+    # The other partitions resume exactly. ``loader.stats.source_changes`` says what moved.
+    _continues_over_changes = True  # tfd.DataLoader(on_change="continue") accepts this stream
+
+    def _check_resume(
+        self, positions: list[Any], continuing: bool = False
+    ) -> dict[str, Any] | None:
         """Every partition still holds the checkpoint's next offset: a SourceChangedError names
-        those whose offsets were deleted (retention) or that restart below it (recreated)."""
+        those whose offsets were deleted (retention) or that restart below it (recreated).
+        ``continuing``: move those partitions on instead (see the NOTE above), changing
+        ``positions`` in place, and return what moved for ``loader.stats.source_changes``."""
         merged = merge_positions(positions, self.describe())["next"]
         if not merged:
-            return
+            return None
         ck = require("confluent_kafka", "kafka", "reading Kafka")
         consumer = make_consumer(self)
-        problems = []
+        marks = {}
         try:
-            for key, nxt in sorted(merged.items()):
+            for key in sorted(merged):
                 t, p = split_pkey(key)
-                low, high = kafka_call(
+                marks[key] = kafka_call(
                     self,
                     f"read the offsets of {key}",
                     consumer.get_watermark_offsets,
                     ck.TopicPartition(t, p),
                     timeout=self.timeout,
                 )
-                if nxt < low:
-                    problems.append(
-                        f"{key}: offsets {nxt}..{low - 1} were deleted (retention) since the "
-                        f"checkpoint, which resumes at {nxt}"
-                    )
-                elif nxt > high:
-                    problems.append(
-                        f"{key}: holds offsets below {high} but the checkpoint resumes at {nxt} "
-                        "(the topic was deleted and recreated?)"
-                    )
         finally:
             close_consumer(consumer)
-        if problems:
+        pinned = self._restored_end["end"] if self._restored_end is not None else None
+        moved = resume_moves(merged, marks, pinned)
+        if not moved:
+            return None
+        if not continuing:
             raise SourceChangedError(
-                f"{self.describe()} changed since this checkpoint: " + "; ".join(problems)
+                f"{self.describe()} changed since this checkpoint: "
+                + "; ".join(m["problem"] for m in moved.values())
+                + " (on_change='continue' goes on from the offsets still there)"
             )
+        for key, m in moved.items():
+            if pinned is not None and key in pinned:
+                pinned[key] = m["end"]
+            for pos in positions:
+                if isinstance(pos, dict) and key in (pos.get("next") or {}):
+                    pos["next"][key] = m["now"]
+                    if isinstance(pos.get("end"), dict) and key in pos["end"]:
+                        pos["end"][key] = m["end"]
+        skipped = [m["skipped"] for m in moved.values()]
+        return {
+            "partitions": {
+                k: {f: m[f] for f in ("change", "then", "now")} for k, m in moved.items()
+            },
+            "messages_skipped": None if None in skipped else sum(skipped),
+        }
 
     # -- checkpoints and the consumer group ------------------------------------------------------
     def _positions(self, state_or_loader: Any) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ...columns import ColumnBatch, RowLocator, make_spec
 from ...dataset import MapDataset, _digest, normalize_indices
-from ...errors import ConfigError
+from ...errors import ConfigError, DataError
 from ...sampling import EpochSampler
 from . import manifest
 from .gather import _Decoded, _gather, _LakeBatch
@@ -63,7 +63,10 @@ class LakeDataset(MapDataset):
     row-group statistics. ``storage_options`` follows s3fs (``key``, ``secret``, ``token``,
     ``endpoint_url``, ``client_kwargs``, ``anon`` ...); without it the standard AWS environment
     variables and credential chain apply. ``filesystem`` takes any ``pyarrow.fs.FileSystem``
-    instead. ``cache_bytes`` bounds the per-process cache of decoded row groups.
+    instead. ``cache_bytes`` bounds the per-process cache of decoded row groups. ``key`` names
+    a column that identifies a row (unique, int or str): with it an epoch can resume over a
+    changed lake, ``tfd.DataLoader(on_change="continue")`` (NOTE [ Continuing over changed
+    data ] in ``key_order.py``).
 
     Batches fetched through ``__getitems__`` decode each row group once; for a fast shuffled
     epoch use ``sampler=ds.locality_sampler(seed=...)`` (see :meth:`sampler`).
@@ -85,9 +88,13 @@ class LakeDataset(MapDataset):
         filesystem: Any = None,
         cache_bytes: int = _DEFAULT_CACHE_BYTES,
         threads: int = 8,
+        key: str | None = None,
     ) -> None:
         self.spec = make_spec(features, target, transform, target_transform)
-        needed = self.spec.needed_columns()
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ConfigError(f"key must name a column, got {key!r}")
+        self.key = key
+        needed = [*self.spec.needed_columns(), *([key] if key else [])]
         self.lake = _lake_spec(
             uri, format, partitioning, columns, filter, storage_options, filesystem, needed
         )
@@ -147,6 +154,7 @@ class LakeDataset(MapDataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_local"] = {}
+        state.pop("_keys", None)  # the loader's, in this process
         return state
 
     def _state(self) -> dict[str, Any]:
@@ -263,6 +271,29 @@ class LakeDataset(MapDataset):
         )
 
     # -- what a checkpoint remembers (loader_state.raise_if_changed) -------------------------
+    def key_index(self) -> np.ndarray:
+        """The ``key`` of every row, in index order (read once per file list; only that column)."""
+        if self.key is None:
+            raise ConfigError(
+                f"{self.describe()} has no key: pass LakeDataset(..., key=<a column that "
+                "identifies a row>) to continue an epoch over a changed lake"
+            )
+        cached = self.__dict__.get("_keys")
+        if cached is not None and cached[0] is self._plan:
+            return cached[1]
+        keys = self.column(self.key)
+        if len(keys) and keys.dtype == object and all(isinstance(k, str) for k in keys):
+            keys = keys.astype(str)
+        uniq, counts = np.unique(keys, return_counts=True)
+        if len(uniq) != len(keys):
+            twice = uniq[counts > 1]
+            raise DataError(
+                f"key {self.key!r} of {self.describe()} is not unique: {len(twice)} value(s) "
+                f"appear more than once, e.g. {twice[:3].tolist()}"
+            )
+        self.__dict__["_keys"] = (self._plan, keys)
+        return keys
+
     def _change_manifest(self) -> dict[str, Any]:
         return manifest.manifest(self._plan.files)
 

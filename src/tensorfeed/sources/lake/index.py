@@ -263,7 +263,7 @@ def _wanted_columns(spec: LakeSpec) -> list[str] | None:
 def _check_columns(spec: LakeSpec, full: pa.Schema, wanted: Sequence[str]) -> None:
     for n in [*spec.needed, *wanted]:
         if n not in full.names:
-            kind = "column" if n in (spec.columns or ()) else "column (a feature or target)"
+            kind = "column" if n in (spec.columns or ()) else "column (a feature, target or key)"
             raise NotFoundError(
                 f"{kind} {n!r} is not in the lake {spec.shown}; available columns: {full.names}"
             )
