@@ -386,6 +386,13 @@ def _shuffle_buffer(
         yield held.take(pa.array(rng.permutation(held.num_rows)))
 
 
+def _rows(ds: StreamDataset, epoch: int, position: Any) -> Iterator[tuple[Any, pa.Table]]:
+    """Each row of the stream from ``position``, with itself as a one-row table."""
+    for batch in ds.iter_batches(epoch, position):
+        for i, sample in enumerate(batch):
+            yield sample, batch.table.slice(i, 1)
+
+
 class _RowIterator:
     """Row-at-a-time iteration (for a plain torch DataLoader), checkpointable."""
 
@@ -393,21 +400,17 @@ class _RowIterator:
         self.ds = ds
         self.epoch = ds.epoch
         self.position = ds._start_position()
-        self._it: Iterator[Any] | None = None
+        self._it: Iterator[tuple[Any, pa.Table]] | None = None
 
     def __iter__(self) -> _RowIterator:
         return self
 
-    def _rows(self) -> Iterator[Any]:
-        for batch in self.ds.iter_batches(self.epoch, self.position):
-            for i, sample in enumerate(batch):
-                yield sample
-                self.position = self.ds._advance(self.position, batch.table.slice(i, 1))
-
     def __next__(self) -> Any:
-        if self._it is None:
-            self._it = self._rows()
-        return next(self._it)
+        if self._it is None:  # no reference back to self (see _chunks)
+            self._it = _rows(self.ds, self.epoch, self.position)
+        sample, row = next(self._it)
+        self.position = self.ds._advance(self.position, row)  # handed out: delivered
+        return sample
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "position": self.position, "source": self.ds.describe()}
@@ -454,6 +457,32 @@ class _BatchIterable(IterableDataset[Any]):
         return _BatchIterator(self, epoch)
 
 
+def _chunks(
+    ds: StreamDataset, bs: int, drop_last: bool, epoch: int, position: Any
+) -> Iterator[ColumnBatch]:
+    """The stream's tables from ``position`` re-chunked into batches of ``bs`` rows. A function,
+    not a method: a generator holding its iterator would be a reference cycle, and an abandoned
+    epoch would then keep its source's connection and transaction until the garbage collector
+    ran (a PostgreSQL shard's snapshot holds a table lock until then)."""
+    pending: list[pa.Table] = []
+    n_pending = 0
+    for cb in ds.iter_batches(epoch, position):
+        pending.append(cb.table)
+        n_pending += cb.table.num_rows
+        while n_pending >= bs:
+            t = (
+                pa.concat_tables(pending, promote_options="default")
+                if len(pending) > 1
+                else pending[0]
+            )
+            out, rest = t.slice(0, bs), t.slice(bs)
+            pending, n_pending = ([rest] if rest.num_rows else []), rest.num_rows
+            yield ColumnBatch(out, ds.spec, ds._locator(out))
+    if n_pending and not drop_last:
+        t = pa.concat_tables(pending, promote_options="default") if len(pending) > 1 else pending[0]
+        yield ColumnBatch(t, ds.spec, ds._locator(t))
+
+
 class _BatchIterator:
     def __init__(self, owner: _BatchIterable, epoch: int) -> None:
         self.owner = owner
@@ -464,33 +493,12 @@ class _BatchIterator:
     def __iter__(self) -> _BatchIterator:
         return self
 
-    def _chunks(self) -> Iterator[ColumnBatch]:
-        bs, ds = self.owner.batch_size, self.owner.ds
-        pending: list[pa.Table] = []
-        n_pending = 0
-        for cb in ds.iter_batches(self.epoch, self.position):
-            pending.append(cb.table)
-            n_pending += cb.table.num_rows
-            while n_pending >= bs:
-                t = (
-                    pa.concat_tables(pending, promote_options="default")
-                    if len(pending) > 1
-                    else pending[0]
-                )
-                out, rest = t.slice(0, bs), t.slice(bs)
-                pending, n_pending = ([rest] if rest.num_rows else []), rest.num_rows
-                yield ColumnBatch(out, ds.spec, ds._locator(out))
-        if n_pending and not self.owner.drop_last:
-            t = (
-                pa.concat_tables(pending, promote_options="default")
-                if len(pending) > 1
-                else pending[0]
-            )
-            yield ColumnBatch(t, ds.spec, ds._locator(t))
-
     def __next__(self) -> ColumnBatch:
-        if self._it is None:
-            self._it = self._chunks()
+        if self._it is None:  # no reference back to self: see _chunks
+            owner = self.owner
+            self._it = _chunks(
+                owner.ds, owner.batch_size, owner.drop_last, self.epoch, self.position
+            )
         batch = next(self._it)
         self.position = self.owner.ds._advance(self.position, batch.table)
         return batch

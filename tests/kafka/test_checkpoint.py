@@ -3,6 +3,7 @@ resume == uninterrupted, also after SIGKILL, also with a new group id."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -308,7 +309,7 @@ def test_row_iteration_checkpoints_too(cluster, topic):
     expect = full_run(cluster, name)
     s = tfd.KafkaStream(cluster.bootstrap, name, timeout=5)
     it = iter(s)
-    before = [(r["partition"], r["offset"]) for r, _ in zip(it, range(15))]
+    before = [(r["partition"], r["offset"]) for r in itertools.islice(it, 15)]
     state = it.state_dict()
     it2 = iter(tfd.KafkaStream(cluster.bootstrap, name, timeout=5))
     it2.load_state_dict(state)
