@@ -12,8 +12,8 @@ rank: rows twice or never. So ``tfd.DataLoader`` has rank 0's view broadcast to 
 - when the loader is built, for a map-style source (before its sampler is sized): SQLDataset's
   key index and exported snapshot (other ranks' workers import rank 0's snapshot, which rank 0
   keeps open), LakeDataset's plan (the pinned file list with sizes, mtimes and ETags);
-- when each epoch starts (and when a checkpoint is loaded), for a stream: LakeStream's plan of
-  the epoch, KafkaStream's pinned end offsets.
+- when each epoch starts (and when a checkpoint is loaded), for a stream: SQLStream's exported
+  snapshot on PostgreSQL, LakeStream's plan of the epoch, KafkaStream's pinned end offsets.
 
 A source takes part by implementing ``_job_view()`` (a picklable view, called on rank 0) and
 ``_adopt_job_view(view)`` (called on the others). Without a process group nothing happens.

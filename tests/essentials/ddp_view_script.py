@@ -9,7 +9,7 @@ saves it as ``OUT/state.json``), then reads the rest of the epoch, and writes wh
 ``OUT/resume-rank<r>.json`` (or the error it raised); ``... continue``: the same with
 ``on_change="continue"`` (PostgreSQL), writing ``OUT/continue-rank<r>.json``.
 
-KIND: ``postgres`` (SQLDataset, WHERE is the URL), ``lake`` / ``lake-stream`` (WHERE is a folder
+KIND: ``postgres`` (SQLDataset, WHERE is the URL), ``sql-stream`` (SQLStream, the same), ``lake`` / ``lake-stream`` (WHERE is a folder
 of Parquet files), ``kafka`` (KafkaStream with ``end="now"``, WHERE is ``bootstrap/topic``).
 """
 
@@ -43,7 +43,7 @@ def change() -> None:
 
 
 def write() -> None:
-    if kind == "postgres":
+    if kind in ("postgres", "sql-stream"):
         import psycopg
 
         with psycopg.connect(where, autocommit=True) as conn:
@@ -70,6 +70,8 @@ def loader() -> tfd.DataLoader:
         on_change = "raise" if mode == "resume" else "continue"
         ds = tfd.SQLDataset(where, table="view_rows", key="id")
         return tfd.DataLoader(ds, batch_size=4, shuffle=True, on_change=on_change)
+    if kind == "sql-stream":
+        return tfd.DataLoader(tfd.SQLStream(where, table="view_rows", key="id"), batch_size=4)
     if kind == "lake":
         return tfd.DataLoader(tfd.LakeDataset(where), batch_size=4, shuffle=True)
     if kind == "lake-stream":

@@ -32,10 +32,7 @@ def _rows(results: list[dict], *parts: str) -> list[tuple[int, float]]:
 ORIGINAL = [(i, i * 0.5) for i in range(N)]
 
 
-@pytest.mark.slow
-def test_postgres_two_nodes_read_rank_0s_snapshot_while_a_writer_inserts_and_updates(
-    tmp_path, pg_url
-):
+def _view_rows(pg_url: str) -> None:
     psycopg = pytest.importorskip("psycopg")
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS view_rows")
@@ -43,6 +40,13 @@ def test_postgres_two_nodes_read_rank_0s_snapshot_while_a_writer_inserts_and_upd
         conn.execute(
             "INSERT INTO view_rows SELECT g, g * 0.5 FROM generate_series(0, %s) g", (N - 1,)
         )
+
+
+@pytest.mark.slow
+def test_postgres_two_nodes_read_rank_0s_snapshot_while_a_writer_inserts_and_updates(
+    tmp_path, pg_url
+):
+    _view_rows(pg_url)
     taken = _job(tmp_path, "postgres", pg_url, "take", nodes=2, procs=2)
     # the 16 inserted rows and the updated values are in no rank's epoch
     assert _rows(taken, "head", "rest") == ORIGINAL
@@ -60,6 +64,20 @@ def test_postgres_two_nodes_read_rank_0s_snapshot_while_a_writer_inserts_and_upd
         assert len(rest) - len(fresh) < ranks  # ddp="pad" repeats at most ranks - 1 rows
         skipped = changes["done_now"] - changes["done_then"]  # new rows on the done side
         assert len(fresh) == N + 16 - len(head) - skipped, (changes, ranks)
+
+
+@pytest.mark.slow
+def test_a_sql_stream_epoch_reads_rank_0s_snapshot_on_every_node(tmp_path, pg_url):
+    """NOTE [ One snapshot for a SQL stream's epoch ]: the other ranks' shards start after the
+    writer committed, and still read the epoch's snapshot; the resumed job goes on by key."""
+    _view_rows(pg_url)
+    taken = _job(tmp_path, "sql-stream", pg_url, "take", nodes=2, procs=2)
+    assert _rows(taken, "head", "rest") == ORIGINAL
+    resumed = _job(tmp_path, "sql-stream", pg_url, "resume", nodes=1, procs=2)
+    head = [i for r in taken for i, _ in r["head"]]
+    rest = [i for r in resumed for i, _ in r["rest"]]
+    assert not set(head) & set(rest) and len(rest) == len(set(rest))
+    assert set(head) | set(rest) >= set(range(N))  # every row of the epoch, once
 
 
 def _lake(root: Path) -> None:

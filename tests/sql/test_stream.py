@@ -306,6 +306,36 @@ def test_concurrent_writer_does_not_change_the_epoch(items, workers):
     assert sorted(_ids(loader)) == [*range(N_ROWS - 100), *range(N_ROWS, N_ROWS + 100)]
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_shard_reads_the_epochs_snapshot(pg_db, workers):
+    """NOTE [ One snapshot for a SQL stream's epoch ]: the loader exports the snapshot when the
+    epoch starts; shards that start their statement after a writer committed still read the
+    table as it was then. The snapshot's transaction holds no lock on the table."""
+    table = pg_db.make_items()
+    st = tfd.SQLStream(pg_db.url, table=table, key="id", columns=["id", "v"], chunk_rows=100)
+    loader = tfd.DataLoader(st, batch_size=50, num_workers=workers)
+    it = iter(loader)  # the epoch starts: its snapshot is pinned here, before any shard reads
+    pg_db.execute(f'UPDATE "{table}" SET v = -1')
+    pg_db.execute(f'DELETE FROM "{table}" WHERE id < 10')
+    pg_db.execute(
+        f"INSERT INTO \"{table}\" SELECT g, -1, 0, 'n' FROM generate_series({N_ROWS}, {N_ROWS + 9}) g"
+    )
+    seen = {k: v for b in it for k, v in zip(b["id"].tolist(), b["v"].tolist())}
+    assert sorted(seen) == list(range(N_ROWS)) and all(v == k / 2 for k, v in seen.items())
+    nxt = {k: v for b in loader for k, v in zip(b["id"].tolist(), b["v"].tolist())}
+    assert sorted(nxt) == list(range(10, N_ROWS + 10)) and set(nxt.values()) == {-1.0}
+    held = pg_db.execute(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+        "WHERE c.relname = %s AND l.pid <> pg_backend_pid()",
+        (table,),
+    )
+    assert held[0][0] == 0  # the epoch's pin is held (the loader lives), and locks nothing
+    pg_db.execute("SET lock_timeout = '5s'")
+    pg_db.execute(f'DROP TABLE "{table}"')
+    pg_db.execute("SET lock_timeout = 0")
+    st.close()
+
+
 def test_abandoned_iteration_releases_its_statement(items):
     """Stopping after one batch (a break, an exception in the training loop) must not leave a
     statement, a read-ahead thread or a half-read COPY behind."""

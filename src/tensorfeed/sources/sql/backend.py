@@ -51,8 +51,16 @@ class _Backend:
         return t
 
     def stream(
-        self, conn: Any, sql: str, params: list[Any], chunk_rows: int, typing: _Typing
+        self,
+        conn: Any,
+        sql: str,
+        params: list[Any],
+        chunk_rows: int,
+        typing: _Typing,
+        in_transaction: bool = False,
     ) -> Iterator[pa.Table]:
+        """The rows of ``sql`` in tables of at most ``chunk_rows``; ``in_transaction``: ``conn``
+        is inside a transaction already (a SQL stream's epoch snapshot)."""
         raise NotImplementedError
 
     def keys_param(self, keys: np.ndarray | pa.Array) -> Any:

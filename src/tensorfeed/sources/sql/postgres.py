@@ -114,10 +114,16 @@ class _Postgres(_Backend):
             cur.close()
 
     def stream(
-        self, conn: Any, sql: str, params: list[Any], chunk_rows: int, typing: _Typing
+        self,
+        conn: Any,
+        sql: str,
+        params: list[Any],
+        chunk_rows: int,
+        typing: _Typing,
+        in_transaction: bool = False,
     ) -> Iterator[pa.Table]:
         if params:  # COPY cannot take bound values: a server-side cursor in one snapshot
-            yield from self._cursor_stream(conn, sql, params, chunk_rows)
+            yield from self._cursor_stream(conn, sql, params, chunk_rows, in_transaction)
             return
         cur = conn.cursor()
         try:
@@ -133,9 +139,10 @@ class _Postgres(_Backend):
             cur.close()
 
     def _cursor_stream(
-        self, conn: Any, sql: str, params: list[Any], chunk_rows: int
+        self, conn: Any, sql: str, params: list[Any], chunk_rows: int, in_transaction: bool
     ) -> Iterator[pa.Table]:
-        self.execute(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if not in_transaction:
+            self.execute(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
             self._run(conn, f"DECLARE tfd_cursor NO SCROLL CURSOR FOR {sql}", params).close()
             cur = conn.cursor()
@@ -149,9 +156,12 @@ class _Postgres(_Backend):
                     yield t
             finally:
                 cur.close()
+            if in_transaction:  # the caller's transaction goes on: close the cursor only
+                self.execute(conn, "CLOSE tfd_cursor")
         finally:
-            with contextlib.suppress(Exception):
-                self.execute(conn, "ROLLBACK")
+            if not in_transaction:
+                with contextlib.suppress(Exception):
+                    self.execute(conn, "ROLLBACK")
 
     def keys_param(self, keys: np.ndarray | pa.Array) -> Any:
         values = keys if isinstance(keys, pa.Array) else pa.array(keys)

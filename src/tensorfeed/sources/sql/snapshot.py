@@ -77,6 +77,22 @@ def _release_pin(token: str) -> None:
         pin.release()
 
 
+def enter_snapshot(be: _Postgres, conn: Any, snapshot: str, where: str) -> None:
+    """Begin a ``REPEATABLE READ`` transaction on ``conn`` that reads in ``snapshot`` (a
+    SourceChangedError if the transaction that exported it has ended)."""
+    if not _SNAPSHOT_ID.match(snapshot):
+        raise ConfigError(f"{snapshot!r} is not a PostgreSQL snapshot id")
+    be.execute(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        be.execute(conn, f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            be.execute(conn, "ROLLBACK")
+        if getattr(exc, "sqlstate", "") == "22023":
+            raise SourceChangedError(_SNAPSHOT_GONE.format(where=where)) from None
+        raise _translate(exc, be.db, None) from None
+
+
 class _Reader:
     """This process's connection for one dataset, in the dataset's snapshot on PostgreSQL."""
 
@@ -120,17 +136,7 @@ class _Reader:
         if self.snapshot is not None:
             be.execute(self.conn, "ROLLBACK")
             self.snapshot = None
-        if not _SNAPSHOT_ID.match(snapshot):
-            raise ConfigError(f"{snapshot!r} is not a PostgreSQL snapshot id")
-        be.execute(self.conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        try:
-            be.execute(self.conn, f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                be.execute(self.conn, "ROLLBACK")
-            if getattr(exc, "sqlstate", "") == "22023":
-                raise SourceChangedError(_SNAPSHOT_GONE.format(where=where)) from None
-            raise _translate(exc, be.db, None) from None
+        enter_snapshot(be, self.conn, snapshot, where)
         self.snapshot = snapshot
 
     def reset(self) -> None:

@@ -74,7 +74,13 @@ class _SQLite(_Backend):
         return _rows_to_arrow(names, rows, typing)
 
     def stream(
-        self, conn: Any, sql: str, params: list[Any], chunk_rows: int, typing: _Typing
+        self,
+        conn: Any,
+        sql: str,
+        params: list[Any],
+        chunk_rows: int,
+        typing: _Typing,
+        in_transaction: bool = False,
     ) -> Iterator[pa.Table]:
         names, cur = self._rows(conn, sql, params)
         types: dict[str, pa.DataType] = {}

@@ -1,14 +1,24 @@
 """``SQLStream``: a table or SELECT streamed in Arrow batches, sharded across workers and ranks.
 
-SQLite has no exportable snapshot. The key set is pinned at construction (an inserted row is not
-part of the dataset until ``refresh()``; ``ds[i]`` always means the row with ``keys[i]``); each
-batch is read by one statement, so it is internally consistent; a row deleted after construction
-is a :class:`DataError` naming its key; an updated row is read as it is now.
+NOTE [ One snapshot for a SQL stream's epoch ]
+Each shard reads its rows with one statement, so a shard is consistent in itself; but shards
+start at different moments (workers, ranks on other nodes, a shard resumed later), and on their
+own they would see different commits. So on PostgreSQL ``set_epoch`` (which ``tfd.DataLoader``
+calls in the main process when an epoch starts or a checkpoint loads) exports a snapshot from a
+``REPEATABLE READ`` transaction that touches no table (so it holds no lock: a ``DROP TABLE``
+never waits for it) and holds it until the next epoch or ``close()``. Under ``torch.distributed``
+rank 0's snapshot is broadcast (NOTE [ One view of the source for the job ] in ``job_view.py``).
+Every shard of that epoch imports it (``SET TRANSACTION SNAPSHOT``) before its statement, so the
+epoch reads one state of the database whatever writers do. The shard's transaction ends with its
+read. A shard of an epoch without a pin (a plain ``torch`` DataLoader, a persistent worker's later
+epoch) reads as of its own statement, as before. SQLite has no exportable snapshot: each shard's
+statement is its own view there.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -24,7 +34,7 @@ from .backend import _Backend, _MixedTypes
 from .config import _mixed, _SQLCommon
 from .driver_errors import _translate
 from .postgres import _Postgres, _show_setting
-from .snapshot import _ABANDONED, _close_idle
+from .snapshot import _ABANDONED, _PINS, _close_idle, _Pin, _release_pin, enter_snapshot
 from .sqlite import _SQLite
 from .url import _strip_options, _url_options, parse_url
 
@@ -61,7 +71,10 @@ class SQLStream(_SQLCommon, StreamDataset):
             raise ConfigError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
         self.shuffle_buffer, self.seed, self.chunk_rows = shuffle_buffer, int(seed), chunk_rows
         self._idle: dict[str, Any] = {}  # {"conn", "pid"}: kept between epochs, never pickled
+        self._token = uuid.uuid4().hex
+        self._snapshot: tuple[int, str] | None = None  # (epoch, PostgreSQL snapshot id)
         weakref.finalize(self, _close_idle, self._idle, self._backend())
+        weakref.finalize(self, _release_pin, self._token)
 
     @classmethod
     def from_url(cls, url: Any, **options: Any) -> SQLStream:
@@ -115,7 +128,10 @@ class SQLStream(_SQLCommon, StreamDataset):
         conn = self._idle_connection(be)
         done = False
         try:
-            yield from self._shard_tables(be, conn, world, position)
+            in_snapshot = self._enter_snapshot(be, conn, epoch)
+            yield from self._shard_tables(be, conn, world, position, in_snapshot)
+            if in_snapshot and isinstance(be, _Postgres):
+                be.execute(conn, "ROLLBACK")  # the read is done: hold nothing until the next
             done = True
         finally:
             if os.getpid() != pid:
@@ -124,6 +140,45 @@ class SQLStream(_SQLCommon, StreamDataset):
                 self._idle.update(conn=conn, pid=pid)
             else:  # stopped mid-statement (or another iteration kept one): not reusable
                 be.close(conn)
+
+    # -- one snapshot per epoch (NOTE [ One snapshot for a SQL stream's epoch ]) ---------------
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        from torch.utils.data import get_worker_info
+
+        be = self._backend()
+        if not isinstance(be, _Postgres) or get_worker_info() is not None:
+            return
+        conn = None
+        try:
+            conn = be.connect()
+            be.execute(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            snapshot = str(be.scalar(conn, "SELECT pg_export_snapshot()"))
+        except Exception as exc:
+            if conn is not None:
+                be.close(conn)
+            raise _translate(exc, self.db, self.src) from None
+        old = _PINS.pop(self._token, None)
+        _PINS[self._token] = _Pin(be, conn, snapshot)
+        if old is not None:
+            old.release()
+        self._snapshot = (self.epoch, snapshot)
+
+    def _job_view(self) -> tuple[int, str] | None:
+        """The snapshot rank 0 pinned for the epoch (NOTE [ One view of the source for the job ])."""
+        return self._snapshot
+
+    def _adopt_job_view(self, view: tuple[int, str] | None) -> None:
+        _release_pin(self._token)  # our shards import rank 0's snapshot instead of ours
+        self._snapshot = view
+
+    def _enter_snapshot(self, be: _Backend, conn: Any, epoch: int) -> bool:
+        """Start this shard's transaction in the epoch's snapshot, if one is pinned for it."""
+        pin = self._snapshot
+        if pin is None or pin[0] != epoch or not isinstance(be, _Postgres):
+            return False
+        enter_snapshot(be, conn, pin[1], self.describe())
+        return True
 
     def _idle_connection(self, be: _Backend) -> Any:
         """This process's idle connection from a finished epoch, or a new one."""
@@ -140,9 +195,10 @@ class SQLStream(_SQLCommon, StreamDataset):
             raise _translate(exc, self.db, self.src) from None
 
     def close(self) -> None:
-        """Close the connection this process keeps between epochs (also done when the stream is
-        garbage-collected)."""
+        """Close the connection this process keeps between epochs and release the epoch's
+        snapshot (also done when the stream is garbage-collected)."""
         _close_idle(self._idle, self._backend())
+        _release_pin(self._token)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -154,7 +210,7 @@ class SQLStream(_SQLCommon, StreamDataset):
         weakref.finalize(self, _close_idle, self._idle, self._backend())
 
     def _shard_tables(
-        self, be: _Backend, conn: Any, world: World, position: Any
+        self, be: _Backend, conn: Any, world: World, position: Any, in_snapshot: bool = False
     ) -> Iterator[pa.Table]:
         frm, params = self.src.from_clause()
         where = f"{self.src.describe()} of {self.db.safe}"
@@ -179,7 +235,8 @@ class SQLStream(_SQLCommon, StreamDataset):
                 sql += f" ORDER BY {qk}"
             if offset:
                 sql += f"{' LIMIT -1' if isinstance(be, _SQLite) else ''} OFFSET {int(offset)}"
-            for t in be.stream(conn, sql, params, self.chunk_rows, self._typing()):
+            tables = be.stream(conn, sql, params, self.chunk_rows, self._typing(), in_snapshot)
+            for t in tables:
                 yield self._visible(t)
         except _MixedTypes as exc:
             raise _mixed(exc, where) from None
