@@ -17,11 +17,13 @@ import tensorfeed as tfd
 def main(tmp: Path) -> None:
     root = make_tree(tmp / "pets")
     # --8<-- [start:cache]
-    ds = tfd.ImageFolder(root, transform=lambda img: img.flip(-1))  # transforms run per access
+    # a transform over uint8 tensors (decode="tensor"); transforms run per access
+    ds = tfd.ImageFolder(root, transform=lambda img: img.flip(-1), decode="tensor")
 
     in_ram = ds.cache("memory")  # decoded once, one Arrow buffer shared by forked workers
     on_disk = ds.cache(tmp / "cache")  # written once to an Arrow file, memory-mapped
-    again = tfd.ImageFolder(root, transform=lambda img: img.flip(-1)).cache(tmp / "cache")
+    again = tfd.ImageFolder(root, transform=lambda img: img.flip(-1), decode="tensor")
+    again = again.cache(tmp / "cache")
     # `again` reuses the file (same paths, sizes, mtimes) and opens no image at all
 
     for cached in (in_ram, on_disk, again):

@@ -18,6 +18,13 @@ The cached dataset has the same length and indices, and turns fetched rows into 
   while the fingerprint and the row count match; otherwise it is rebuilt. ``path`` is a
   directory (the file is named after the dataset and its fingerprint, older caches of the same
   dataset there are removed) or a file name ending in ``.arrow``.
+
+A cache file holds data only: Arrow columns, read back without running anything. A source whose
+rows would hold Python objects (a loader returning them: pickled in memory) refuses a file
+cache (``_refuse_file_cache``), and a file whose rows hold one anyway is refused when opened
+(``_check_cached_rows``). Next to the file, ``<file>.sha256`` holds its SHA-256: a cache that no
+longer matches it (rewritten, truncated) is a DataError naming the file when ``ds.cache(path)``
+finds it, never silently read; ``ds.cache(path, rebuild=True)`` builds it again.
 """
 
 from __future__ import annotations
@@ -248,15 +255,46 @@ def _cache_file(dataset: Cacheable, where: str) -> str:
     return os.path.join(where, f"{_slug(dataset)}-{dataset.fingerprint()}.arrow")
 
 
+def _sum_file(path: str) -> str:
+    return path + ".sha256"
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _rebuild_hint(path: str) -> str:
+    return f"delete it, or build it again with ds.cache({path!r}, rebuild=True)"
+
+
 def _valid_cache(path: str, fingerprint: str, rows: int) -> bool:
+    """Whether the cache file at ``path`` is this dataset's and intact: False if it is absent or
+    another dataset's (then it is rebuilt), a DataError if it was changed since it was written."""
     if not os.path.isfile(path):
         return False
+    try:
+        with open(_sum_file(path)) as f:
+            expected = f.read().strip()
+    except FileNotFoundError:
+        raise DataError(
+            f"cache file {path} has no checksum file {_sum_file(path)} next to it (written by "
+            f"an older tensorfeed, or by something else): {_rebuild_hint(path)}"
+        ) from None
+    if _sha256(path) != expected:
+        raise DataError(
+            f"cache file {path} does not match its checksum in {_sum_file(path)}: it was "
+            f"rewritten or truncated since it was written; {_rebuild_hint(path)}"
+        )
     try:
         with pa.memory_map(path, "r") as mm:
             reader = pa.ipc.open_file(mm)
             meta = reader.schema.metadata or {}
-    except (OSError, pa.ArrowInvalid):
-        return False
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"cache file {path} is not a readable Arrow file ({exc})") from exc
     return (
         meta.get(_META_FP) == fingerprint.encode()
         and meta.get(_META_ROWS) == str(rows).encode()
@@ -283,7 +321,10 @@ def _write_cache(
         schema = None
         pending: list[pa.Table] = []
         with pa.OSFile(tmp, "wb") as sink:
+            refuse = getattr(dataset, "_refuse_file_cache", None)
             for chunk in _chunks(dataset, chunk_rows, progress):
+                if callable(refuse):
+                    refuse(chunk)
                 if writer is None:
                     first = _without_owned(chunk).schema
                     schema = first.with_metadata({**(first.metadata or {}), **meta})
@@ -301,10 +342,14 @@ def _write_cache(
                 _write_batch(writer, pending)
             writer.close()
         _fsync(tmp)
+        with open(tmp + ".sha256", "w") as f:
+            f.write(_sha256(tmp) + "\n")
+        os.replace(tmp + ".sha256", _sum_file(path))
         os.replace(tmp, path)  # atomic: readers see the old cache or the complete new one
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+        for leftover in (tmp, tmp + ".sha256"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)
         raise
 
 
@@ -354,5 +399,6 @@ def _remove_stale_siblings(path: str) -> None:
     prefix = m.group(1) + "-"
     for other in os.listdir(folder or "."):
         if other != name and other.startswith(prefix) and other.endswith(".arrow"):
-            with contextlib.suppress(OSError):
-                os.remove(os.path.join(folder, other))
+            for stale in (other, other + ".sha256"):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(folder, stale))

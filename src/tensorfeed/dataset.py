@@ -128,9 +128,10 @@ class MapDataset(Dataset[Any]):
         """A stable id of what this dataset reads (not the data): for caches and state dicts."""
         return _digest([type(self).__name__, self.describe(), len(self)])
 
-    def cache(self, where: str = "memory") -> MapDataset:
-        """Keep decoded samples in RAM (``"memory"``) or in a memory-mapped file under ``where``."""
-        return cache_dataset(self, where)
+    def cache(self, where: str = "memory", *, rebuild: bool = False) -> MapDataset:
+        """Keep decoded samples in RAM (``"memory"``) or in a memory-mapped file under ``where``
+        (``rebuild``: write the file again even if it is there, e.g. after a checksum error)."""
+        return cache_dataset(self, where, rebuild=rebuild)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.describe()}, rows={len(self)})"
@@ -146,6 +147,7 @@ def cache_dataset(
     *,
     chunk_rows: int | None = None,
     progress: bool | None = None,
+    rebuild: bool = False,
 ) -> CachedDataset:
     """Cache ``dataset``'s rows in RAM (``"memory"``) or in a memory-mapped file under ``where``
     (see NOTE [ Dataset caches ]). ``progress``: show a progress bar (default: on a terminal)."""
@@ -161,7 +163,7 @@ def cache_dataset(
         return CachedDataset(dataset, table, "memory")
     path = _cache_file(dataset, os.fspath(where))
     fingerprint = dataset.fingerprint()
-    if not _valid_cache(path, fingerprint, len(dataset)):
+    if rebuild or not _valid_cache(path, fingerprint, len(dataset)):
         _write_cache(dataset, path, fingerprint, chunk_rows, progress)
         _remove_stale_siblings(path)
     return CachedDataset(dataset, None, path)
@@ -196,7 +198,11 @@ class CachedDataset(MapDataset):
     def table(self) -> pa.Table:
         """The cached rows (memory-mapped for a file cache)."""
         if self._table is None:
-            self._table = _open_cache(self.where)
+            table = _open_cache(self.where)
+            check = getattr(self.source, "_check_cached_rows", None)
+            if callable(check):  # data only (NOTE [ Dataset caches ])
+                check(table, self.where)
+            self._table = table
         return self._table
 
     @property

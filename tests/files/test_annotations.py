@@ -74,7 +74,9 @@ def test_parquet_without_labels_every_row_once(tmp_path, images, workers):
 def test_dataframe_numeric_labels_and_transforms(images):
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame({"path": ["sub/im1.png", "sub/im4.png"], "score": [0.5, 1.5]})
-    ds = tfd.AnnotationsDataset(frame, images, "path", "score", transform=lambda t: t.float() / 255)
+    ds = tfd.AnnotationsDataset(
+        frame, images, "path", "score", transform=lambda t: t.float() / 255, decode="tensor"
+    )
     x, y = ds[1]
     assert x.dtype == torch.float32 and y == 1.5 and ds.classes is None
     _, yb = next(iter(tfd.DataLoader(ds, batch_size=2)))

@@ -106,7 +106,7 @@ def test_plain_torch_dataloader_and_default_collate(tree):
 
 
 def test_transforms_run_per_sample_and_can_be_set_later(tree):
-    ds = tfd.ImageFolder(tree, transform=lambda img: img.float() / 255)
+    ds = tfd.ImageFolder(tree, transform=lambda img: img.float() / 255, decode="tensor")
     x, _ = ds[0]
     assert x.dtype == torch.float32
     ds.transform = lambda img: img[:, :2, :2]
@@ -172,10 +172,11 @@ def test_find_classes_and_make_dataset_overrides_are_used(tree):
 def test_samples_can_be_replaced_like_torchvision(tree):
     ds = tfd.ImageFolder(tree)
     ds.samples = ds.samples[::3]
-    assert len(ds) == 4 and ds.targets == [0, 0, 1, 2]
+    assert len(ds) == 4 and [t for _, t in ds.samples] == [0, 0, 1, 2]
     assert ids_of_images(ds[3][0][None]) == [9]
+    # as in torchvision, ``targets`` is a list of its own: the labels come from ``samples``
     ds.targets = [7, 7, 7, 7]
-    assert ds[0][1] == 7
+    assert ds.targets == [7, 7, 7, 7] and ds[0][1] == 0
 
 
 def test_metadata_is_compact_and_lists_are_built_lazily(tmp_path):
@@ -183,7 +184,7 @@ def test_metadata_is_compact_and_lists_are_built_lazily(tmp_path):
     write_tree(root, {"a": 3, "b": 3})
     ds = tfd.ImageFolder(root)
     state = ds.__getstate__()
-    assert state["_samples_list"] is None and isinstance(state["_target_values"], np.ndarray)
+    assert state["_samples_list"] is None and isinstance(state["_label_array"], np.ndarray)
     assert ds.samples[0][1] == 0
     assert pickle.loads(pickle.dumps(ds)).__dict__["_samples_list"] is None
 

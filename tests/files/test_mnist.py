@@ -52,7 +52,12 @@ def test_batches_every_image_once(tmp_path, workers):
 
 def test_transforms_and_pickling(tmp_path):
     write_mnist(tmp_path / "MNIST" / "raw", gz=True)
-    ds = tfd.MNIST(tmp_path, transform=lambda t: t.float().div(255), target_transform=lambda y: -y)
+    ds = tfd.MNIST(
+        tmp_path,
+        transform=lambda t: t.float().div(255),
+        target_transform=lambda y: -y,
+        decode="tensor",
+    )
     x, y = ds[3]
     assert x.dtype == torch.float32 and y == -3
     plain = tfd.MNIST(tmp_path)

@@ -13,7 +13,8 @@ import pyarrow as pa
 
 from ...errors import DataError
 from .base import _decode_kwargs, _ImageFiles, _path_and_options
-from .images import PILLOW_MAX_IMAGE_PIXELS, FolderNotFoundError
+from .decode import PILLOW
+from .errors import FolderNotFoundError
 from .scan import (
     IMG_EXTENSIONS,
     check_extensions,
@@ -50,8 +51,9 @@ class AnnotationsDataset(_ImageFiles):
         classes: Sequence[str] | None = None,
         extensions: tuple[str, ...] | None = IMG_EXTENSIONS,
         mode: str | None = "RGB",
-        max_image_pixels: int | None = PILLOW_MAX_IMAGE_PIXELS,
+        max_image_pixels: int | str | None = PILLOW,
         on_error: str = "raise",
+        decode: str = "auto",
     ) -> None:
         self.root = os.path.expanduser(os.fspath(root))
         if not os.path.isdir(self.root):
@@ -59,7 +61,9 @@ class AnnotationsDataset(_ImageFiles):
         self._real_root = os.path.realpath(self.root)
         self.path_column, self.label_column = path_column, label_column
         self.crop_columns = list(crop_columns) if crop_columns is not None else None
-        self._init_decoding(loader, transform, target_transform, mode, max_image_pixels, on_error)
+        self._init_decoding(
+            loader, transform, target_transform, mode, max_image_pixels, on_error, decode
+        )
         wanted = [
             path_column,
             *([label_column] if label_column else []),

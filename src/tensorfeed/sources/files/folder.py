@@ -14,7 +14,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from .base import _decode_kwargs, _ImageFiles, _path_and_options
-from .images import PILLOW_MAX_IMAGE_PIXELS
+from .decode import PILLOW
 from .scan import IMG_EXTENSIONS, find_classes, make_dataset
 
 
@@ -31,11 +31,15 @@ _UNSET: Any = _DefaultExtensions()
 class DatasetFolder(_ImageFiles):
     """torchvision's ``DatasetFolder``: ``root/<class>/**/<file>``, classes sorted by name.
 
-    ``loader(path)`` reads one file (``None``: the built-in Pillow decoder, ``uint8 [C, H, W]``).
-    Exactly one of ``extensions`` / ``is_valid_file`` picks the files. Keyword-only extras:
-    ``mode`` (Pillow mode of the built-in decoder, default ``"RGB"``; ``None`` keeps each file's),
-    ``max_image_pixels`` (decompression-bomb limit, default Pillow's), ``on_error`` (``"raise"``
-    or ``"skip"``: an unreadable file is left out of its batch and listed in :attr:`skipped`).
+    ``loader(path)`` reads one file (``None``: the built-in Pillow decoder, ``default_loader``, which
+    is then ``ds.loader``). Exactly one of ``extensions`` / ``is_valid_file`` picks the files.
+    Keyword-only extras: ``decode`` (``"auto"``: PIL images when there is a ``transform``, as in
+    torchvision, else ``uint8 [C, H, W]`` tensors stacked straight into batches; ``"pil"``;
+    ``"tensor"``: NOTE [ The PIL path and the fast path ] in ``decode.py``), ``mode`` (Pillow mode
+    of the built-in decoder, default ``"RGB"``; ``None`` keeps each file's), ``max_image_pixels``
+    (decompression-bomb limit, default Pillow's own ``Image.MAX_IMAGE_PIXELS``), ``on_error``
+    (``"raise"`` or ``"skip"``: an unreadable file is left out of its batch and listed in
+    :attr:`skipped`).
     """
 
     def __init__(
@@ -49,11 +53,14 @@ class DatasetFolder(_ImageFiles):
         allow_empty: bool = False,
         *,
         mode: str | None = "RGB",
-        max_image_pixels: int | None = PILLOW_MAX_IMAGE_PIXELS,
+        max_image_pixels: int | str | None = PILLOW,
         on_error: str = "raise",
+        decode: str = "auto",
     ) -> None:
         self.root = os.path.expanduser(root) if isinstance(root, str) else root
-        self._init_decoding(loader, transform, target_transform, mode, max_image_pixels, on_error)
+        self._init_decoding(
+            loader, transform, target_transform, mode, max_image_pixels, on_error, decode
+        )
         classes, class_to_idx = self.find_classes(self.root)
         samples = self.make_dataset(
             self.root,
@@ -106,10 +113,11 @@ class DatasetFolder(_ImageFiles):
 class ImageFolder(DatasetFolder):
     """torchvision's ``ImageFolder``: ``root/<class>/<image>``, samples ``(image, class_index)``.
 
-    Images are ``uint8 [C, H, W]`` tensors (``mode="RGB"``: C = 3) unless ``loader`` says
-    otherwise (``loader=tfd.sources.files.pil_loader`` gives PIL images, as torchvision does).
-    Batches from ``tfd.DataLoader`` are ``(uint8 [B, C, H, W], int64 [B])`` when the images
-    share a shape. See :class:`DatasetFolder` for ``mode``, ``max_image_pixels``, ``on_error``.
+    With a ``transform`` each image reaches it as a PIL image, as in torchvision (``ToTensor()``,
+    ``Resize(256)`` ... work unchanged); without one images are ``uint8 [C, H, W]`` tensors
+    (``mode="RGB"``: C = 3) and batches from ``tfd.DataLoader`` are ``(uint8 [B, C, H, W],
+    int64 [B])`` when the images share a shape. See :class:`DatasetFolder` for ``decode``,
+    ``mode``, ``max_image_pixels`` and ``on_error``.
     """
 
     def __init__(
@@ -124,7 +132,8 @@ class ImageFolder(DatasetFolder):
         extensions: tuple[str, ...] | str | None = _UNSET,
         on_error: str = "raise",
         mode: str | None = "RGB",
-        max_image_pixels: int | None = PILLOW_MAX_IMAGE_PIXELS,
+        max_image_pixels: int | str | None = PILLOW,
+        decode: str = "auto",
     ) -> None:
         if extensions is _UNSET:
             # torchvision: the image extensions, unless is_valid_file does the choosing
@@ -140,6 +149,7 @@ class ImageFolder(DatasetFolder):
             mode=mode,
             max_image_pixels=max_image_pixels,
             on_error=on_error,
+            decode=decode,
         )
 
     @property

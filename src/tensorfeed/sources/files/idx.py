@@ -4,11 +4,18 @@ An IDX file is a 4-byte magic number ``00 00 TT NN`` (TT the element type, 0x08 
 bytes; NN the number of dimensions), NN big-endian uint32 sizes, then the data. Plain files are
 memory-mapped (copy-on-write, so torch gets a writable array and pages stay shared); gzipped
 files are decompressed once into one buffer.
+
+No file can make the reader run out of memory: the header is read and checked first (sizes
+multiplied in Python integers, which never overflow), a plain file must be exactly as long as
+its header says, and a gzipped one is decompressed as a stream into a buffer of the size its
+header says, which must fit what its compressed size can hold (deflate expands at most ~1032x);
+more or less data than the header says is an error naming the file.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from dataclasses import dataclass
@@ -16,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import DataError
-from .images import FolderNotFoundError
+from .errors import DatasetNotFoundError
 
 UBYTE = 0x08
 IMAGES_MAGIC = 0x00000803
@@ -54,7 +61,7 @@ def locate(root: str, folder: str, train: bool, dataset: str, download: bool) ->
     found = [find_file(n, dirs) for n in names]
     missing = [n for n, p in zip(names, found) if p is None]
     if missing:
-        raise FolderNotFoundError(_missing_message(dataset, folder, root, missing, dirs, download))
+        raise DatasetNotFoundError(_missing_message(dataset, folder, root, missing, dirs, download))
     assert found[0] is not None and found[1] is not None
     return IdxFiles(found[0], found[1])
 
@@ -77,28 +84,64 @@ def _missing_message(
     )
 
 
+_MAX_DEFLATE_RATIO = 1032  # deflate's largest expansion (258-byte matches in 2 bits each)
+_CHUNK = 1 << 20
+
+
 def read_idx(path: str, magic: int, what: str) -> np.ndarray:
     """The array stored in ``path`` (plain or .gz), checked against ``magic``."""
     if path.endswith(".gz"):
-        try:
-            with gzip.open(path, "rb") as f:
-                raw = bytearray(f.read())
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{what} file {path} is not a readable gzip file ({exc})") from exc
-        dims, header = _header(bytes(raw[:64]), path, magic, what, len(raw))
-        return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+        return _read_gzip(path, magic, what)
     size = os.path.getsize(path)
     with open(path, "rb") as f:
-        head = f.read(64)
-    dims, header = _header(head, path, magic, what, size)
-    if int(np.prod(dims)) == 0:
+        head = f.read(4 + 4 * (magic & 0xFF))
+    dims, header, body = _header(head, path, magic, what)
+    if size != header + body:
+        raise DataError(
+            f"{what} file {path} has {size} bytes but its header ({' x '.join(map(str, dims))}) "
+            f"says {header + body}: the file is truncated or corrupt"
+        )
+    if body == 0:
         return np.zeros(dims, dtype=np.uint8)
     return np.memmap(path, dtype=np.uint8, mode="c", offset=header, shape=tuple(dims))
 
 
-def _header(head: bytes, path: str, magic: int, what: str, size: int) -> tuple[list[int], int]:
+def _read_gzip(path: str, magic: int, what: str) -> np.ndarray:
+    packed = os.path.getsize(path)
+    try:
+        with gzip.open(path, "rb") as f:
+            dims, _header_len, body = _header(f.read(4 + 4 * (magic & 0xFF)), path, magic, what)
+            if body > packed * _MAX_DEFLATE_RATIO + _CHUNK:
+                raise DataError(
+                    f"{what} file {path} says it holds {' x '.join(map(str, dims))} = {body} "
+                    f"bytes, more than a {packed}-byte gzip file can hold: it is corrupt"
+                )
+            out = np.empty(body, dtype=np.uint8)
+            view, got = memoryview(out.data), 0
+            while got < body:
+                n = f.readinto(view[got : got + _CHUNK])
+                if not n:
+                    raise DataError(
+                        f"{what} file {path} ends after {got} of the {body} bytes its header "
+                        f"({' x '.join(map(str, dims))}) says: the file is truncated or corrupt"
+                    )
+                got += n
+            if f.read(1):
+                raise DataError(
+                    f"{what} file {path} holds more than the {body} bytes its header "
+                    f"({' x '.join(map(str, dims))}) says: the file is corrupt"
+                )
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{what} file {path} is not a readable gzip file ({exc})") from exc
+    return out.reshape(dims)
+
+
+def _header(head: bytes, path: str, magic: int, what: str) -> tuple[list[int], int, int]:
+    """(dims, header length, body length) from the first bytes of an IDX file."""
     if len(head) < 4:
-        raise DataError(f"{what} file {path} is truncated: {size} bytes, not even a magic number")
+        raise DataError(
+            f"{what} file {path} is truncated: {len(head)} bytes, not even a magic number"
+        )
     got = int.from_bytes(head[:4], "big")
     if got != magic:
         hint = ""
@@ -111,12 +154,6 @@ def _header(head: bytes, path: str, magic: int, what: str, size: int) -> tuple[l
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     if len(head) < header:
-        raise DataError(f"{what} file {path} is truncated inside its header ({size} bytes)")
+        raise DataError(f"{what} file {path} is truncated inside its header ({len(head)} bytes)")
     dims = [int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = header + int(np.prod(dims))
-    if size != expected:
-        raise DataError(
-            f"{what} file {path} has {size} bytes but its header ({' x '.join(map(str, dims))}) "
-            f"says {expected}: the file is truncated or corrupt"
-        )
-    return dims, header
+    return dims, header, math.prod(dims)  # Python ints: no overflow

@@ -31,7 +31,7 @@ import tempfile
 import uuid
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,12 +43,9 @@ import torch
 from ..._deps import require
 from ...columns import ColumnBatch, ConvertOptions, RowLocator, SampleSpec, arrow_column_to_tensors
 from ...columns import collate_samples as _collate_samples
-from ...errors import ConfigError, DataError, NotFoundError
+from ...errors import ConfigError, DataError
 
 KIND_TENSOR, KIND_NUMPY, KIND_PIL, KIND_PICKLE, KIND_ERROR = 0, 1, 2, 3, -1
-
-# Pillow's own default (Image.MAX_IMAGE_PIXELS), fixed here so our limit never reads a global.
-PILLOW_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 
 # PIL modes whose tobytes()/frombytes() round trip is exact (palette modes are pickled instead).
 _PIL_RAW_MODES = frozenset(
@@ -73,112 +70,13 @@ _PIL_RAW_MODES = frozenset(
     }
 )
 
-ON_ERROR = ("raise", "skip")
 _DEFAULT_OPTS = ConvertOptions()
+_MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # uint8 [C, H, W] rows as PIL images
 OWNED = {b"tensorfeed.owned": b"1"}  # see _owned()
-
-
-class FolderNotFoundError(NotFoundError, FileNotFoundError):
-    """A root, class folder or data file is missing. Also a ``FileNotFoundError``, which is what
-    torchvision raises in the same places, so code written for it keeps catching it."""
 
 
 def _pil() -> Any:
     return require("PIL.Image", "images", "decoding images")
-
-
-# --------------------------------------------------------------------------- decode options
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    """How the built-in decoder reads a file (the per-dataset knobs, grouped)."""
-
-    mode: str | None = "RGB"  # Pillow mode to convert to; None keeps each file's own mode
-    max_image_pixels: int | None = PILLOW_MAX_IMAGE_PIXELS  # decompression-bomb limit
-    on_error: str = "raise"  # "raise" or "skip"
-
-    def __post_init__(self) -> None:
-        if self.on_error not in ON_ERROR:
-            raise ConfigError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
-        if self.max_image_pixels is not None and self.max_image_pixels < 1:
-            raise ConfigError(f"max_image_pixels must be >= 1 or None, got {self.max_image_pixels}")
-
-
-class UnreadableFile(Exception):
-    """Internal: a file that cannot become a sample (corrupt, truncated, too large, missing)."""
-
-
-def open_image(
-    path: str, opts: DecodeOptions, crop: tuple[int, int, int, int] | None = None
-) -> Any:
-    """Open, check and fully decode one image with Pillow; returns a loaded PIL image.
-
-    The pixel limit is checked on the header, before any pixel is decoded. It is ours, not
-    Pillow's process-wide ``Image.MAX_IMAGE_PIXELS`` (never changed here); Pillow still refuses
-    images over twice its own limit on open, whatever ``max_image_pixels`` says.
-    """
-    Image = _pil()
-    try:
-        with open(path, "rb") as f, Image.open(f) as img:
-            w, h = img.size
-            limit = opts.max_image_pixels
-            if limit is not None and w * h > limit:
-                raise UnreadableFile(
-                    f"{w}x{h} = {w * h} pixels is over max_image_pixels={limit} "
-                    "(a possible decompression bomb; raise max_image_pixels if it is genuine)"
-                )
-            if crop is not None:
-                _check_crop(crop, w, h)
-            img.load()
-            out = img
-            if opts.mode is not None and img.mode != opts.mode:
-                out = img.convert(opts.mode)
-            if crop is not None:
-                out = out.crop(crop)
-            if out is img:
-                out = img.copy()  # detach from the file we are about to close
-            return out
-    except UnreadableFile:
-        raise
-    except FileNotFoundError as exc:
-        raise UnreadableFile("no longer exists (deleted after the dataset was built?)") from exc
-    except MemoryError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise UnreadableFile(f"refused by Pillow as a decompression bomb ({exc})") from exc
-    except Exception as exc:  # corrupt, truncated, not an image: Pillow raises many types
-        raise UnreadableFile(f"cannot be decoded ({type(exc).__name__}: {exc})") from exc
-
-
-def _check_crop(box: tuple[int, int, int, int], w: int, h: int) -> None:
-    left, top, right, bottom = box
-    if not (0 <= left < right <= w and 0 <= top < bottom <= h):
-        raise UnreadableFile(
-            f"crop box (left={left}, top={top}, right={right}, bottom={bottom}) is not inside "
-            f"the {w}x{h} image"
-        )
-
-
-def chw_array(img: Any) -> np.ndarray:
-    """A PIL image -> C-contiguous ``[C, H, W]`` numpy array."""
-    arr = np.asarray(img)
-    if arr.ndim == 2:
-        return np.ascontiguousarray(arr[None])
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
-
-
-def pil_loader(path: str) -> Any:
-    """Open ``path`` as an RGB PIL image (torchvision's ``pil_loader``), with tensorfeed's checks."""
-    try:
-        return open_image(os.fspath(path), DecodeOptions(mode="RGB"))
-    except UnreadableFile as exc:
-        raise DataError(f"image file {os.fspath(path)} {exc}") from exc
-
-
-def tensor_loader(path: str) -> torch.Tensor:
-    """Open ``path`` as a ``uint8 [3, H, W]`` tensor (the default of ``tfd.ImageFolder``)."""
-    return torch.from_numpy(chw_array(pil_loader(path)))
 
 
 # --------------------------------------------------------------------------- rows
@@ -304,13 +202,22 @@ class ImageBatch(ColumnBatch):
     image when the dataset has no target), so torch's ``default_collate`` works; ``tfd.collate``
     turns equal-shape tensor rows into one ``[B, C, H, W]`` tensor with a single copy."""
 
-    __slots__ = ("_cells", "_with_target")
+    __slots__ = ("_cells", "_pil", "_with_target")
 
     def __init__(
-        self, table: pa.Table, spec: SampleSpec, locator: RowLocator, with_target: bool = True
+        self,
+        table: pa.Table,
+        spec: SampleSpec,
+        locator: RowLocator,
+        with_target: bool = True,
+        pil: bool | None = None,
     ) -> None:
         super().__init__(table, spec, locator)
         self._with_target = with_target and "target" in table.column_names
+        # the built-in decoder's rows as PIL images (True) or uint8 tensors (False), whichever
+        # way they were stored (a cache may have been built on the other path); None: as stored
+        # (a user's loader). NOTE [ The PIL path and the fast path ] in decode.py
+        self._pil = pil
         self._cells: tuple[np.ndarray, np.ndarray, list[Any], list[Any], list[Any]] | None = None
 
     def _parts(self) -> tuple[np.ndarray, np.ndarray, list[Any], list[Any], list[Any]]:
@@ -332,11 +239,20 @@ class ImageBatch(ColumnBatch):
         raw = data[offsets[i] : offsets[i + 1]]
         kind, fmt, shape = kinds[i], formats[i], shapes[i]
         if kind == KIND_TENSOR:
-            return torch.from_numpy(raw.view(np.dtype(fmt)).reshape(shape).copy())
+            arr = raw.view(np.dtype(fmt)).reshape(shape)
+            if self._pil and arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[0] in _MODES:
+                mode = _MODES[arr.shape[0]]
+                return _pil().fromarray(arr[0] if mode == "L" else arr.transpose(1, 2, 0), mode)
+            return torch.from_numpy(arr.copy())
         if kind == KIND_NUMPY:
             return raw.view(np.dtype(fmt)).reshape(shape).copy()
         if kind == KIND_PIL:
-            return _pil().frombytes(fmt, (shape[0], shape[1]), raw.tobytes())
+            img = _pil().frombytes(fmt, (shape[0], shape[1]), raw.tobytes())
+            if self._pil is False:  # a row stored on the PIL path, served on the fast path
+                arr = np.asarray(img)
+                arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+                return torch.from_numpy(np.ascontiguousarray(arr))
+            return img
         if kind == KIND_PICKLE:
             return pickle.loads(raw.tobytes())
         raise DataError(
@@ -355,7 +271,7 @@ class ImageBatch(ColumnBatch):
         return img, y
 
     def to_batch(self, opts: ConvertOptions = _DEFAULT_OPTS) -> Any:
-        if self.spec.transform is None and self.spec.target_transform is None:
+        if self.spec.transform is None and self.spec.target_transform is None and not self._pil:
             images = self._stacked()
             if images is not None:
                 if not self._with_target:
@@ -469,13 +385,36 @@ def _one_line(s: str) -> str:
     return s.replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
 
-# --------------------------------------------------------------------------- the shared base
+# --------------------------------------------------------------------------- file caches
 
 
-def check_on_error(on_error: str) -> str:
-    if on_error not in ON_ERROR:
-        raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    return on_error
+def refuse_objects(table: pa.Table, source: str, loader: str) -> None:
+    """A file cache stores data only (NOTE [ Dataset caches ] in cache.py): refuse rows that
+    hold a loader's Python objects, which only pickle could store."""
+    kinds = table.column("kind")
+    if len(kinds) and pc.any(pc.equal(kinds, KIND_PICKLE)).as_py():
+        raise ConfigError(
+            f"{source} cannot be cached in a file: its loader {loader} returns objects that are "
+            "not tensors, numpy arrays or PIL images, and a cache file holds data only (never "
+            "pickles). Return one of those from the loader, or cache in 'memory'"
+        )
+
+
+def check_data_rows(table: pa.Table, path: str) -> None:
+    """A cache file's image rows hold data only: a row of pickled objects was not written by
+    tensorfeed (which never stores one in a file) and is refused, never unpickled."""
+    if "kind" not in table.column_names:
+        raise DataError(f"cache file {path} holds no image rows: it is not this dataset's cache")
+    kinds = table.column("kind")
+    if len(kinds) and pc.any(pc.equal(kinds, KIND_PICKLE)).as_py():
+        raise DataError(
+            f"cache file {path} holds pickled objects, which tensorfeed never writes to a cache "
+            "file: it was tampered with, and is not read. Delete it (or ds.cache(..., "
+            "rebuild=True))"
+        )
+
+
+# --------------------------------------------------------------------------- unreadable files
 
 
 def split_unreadable(
@@ -490,80 +429,6 @@ def split_unreadable(
     dropped = list(zip(indices[bad].tolist(), messages))
     keep = ~bad
     return table.filter(pa.array(keep)), indices[keep], dropped
-
-
-def loader_kind(loader: Callable[[str], Any] | None) -> str | None:
-    """'tensor' / 'pil' for the built-in decoders, None for a user's loader."""
-    if loader is None or loader is tensor_loader:
-        return "tensor"
-    if loader is pil_loader:
-        return "pil"
-    return None
-
-
-def loader_name(loader: Callable[[str], Any] | None) -> str:
-    if loader is None:
-        return "tensor_loader"
-    return f"{getattr(loader, '__module__', '?')}.{getattr(loader, '__qualname__', type(loader).__name__)}"
-
-
-def decode_file(
-    rows: RowBuilder,
-    path: str,
-    loader: Callable[[str], Any] | None,
-    opts: DecodeOptions,
-    crop: tuple[int, int, int, int] | None = None,
-    where: str = "",
-) -> None:
-    """Decode one file into ``rows``; an unreadable file raises DataError (or is kept as an
-    error row under ``on_error="skip"``). ``where`` names the row for annotation files."""
-    kind = loader_kind(loader)
-    try:
-        if kind is not None:
-            img = open_image(path, opts, crop)
-            if kind == "tensor":
-                rows.add_array(chw_array(img), KIND_TENSOR)
-            else:
-                rows.add_object(img)
-            return
-        assert loader is not None
-        try:
-            obj = loader(path)
-        except MemoryError:
-            raise
-        except Exception as exc:
-            raise UnreadableFile(
-                f"could not be loaded by {loader_name(loader)} ({type(exc).__name__}: {exc})"
-            ) from exc
-        if crop is not None:
-            obj = _crop_object(obj, crop)
-        rows.add_object(obj)
-    except UnreadableFile as exc:
-        message = f"image file {path}{where} {exc}"
-        if opts.on_error == "raise":
-            raise DataError(message + _skip_hint()) from exc.__cause__
-        rows.add_error(message)
-
-
-def _skip_hint() -> str:
-    return " (pass on_error='skip' to leave unreadable files out)"
-
-
-def _crop_object(obj: Any, box: tuple[int, int, int, int]) -> Any:
-    left, top, right, bottom = box
-    if _is_pil(obj):
-        _check_crop(box, *obj.size)
-        return obj.crop(box)
-    if isinstance(obj, torch.Tensor | np.ndarray) and obj.ndim >= 2:
-        # tensors are [..., H, W]; numpy arrays are [H, W, ...] (as PIL -> numpy gives them)
-        if isinstance(obj, torch.Tensor):
-            h, w = obj.shape[-2], obj.shape[-1]
-            _check_crop(box, w, h)
-            return obj[..., top:bottom, left:right]
-        h, w = obj.shape[0], obj.shape[1]
-        _check_crop(box, w, h)
-        return obj[top:bottom, left:right]
-    raise UnreadableFile(f"the loader returned a {type(obj).__name__}, which cannot be cropped")
 
 
 def warn_skipped(dropped: Sequence[tuple[int, str]]) -> None:

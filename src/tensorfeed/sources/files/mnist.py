@@ -16,17 +16,22 @@ from ...dataset import MapDataset
 from ...errors import DataError, NotFoundError
 from . import idx
 from .base import _decode_kwargs, _file_stats, _path_and_options, _sha
-from .images import ImageBatch, uniform_rows
+from .decode import DecodeOptions
+from .images import ImageBatch, check_data_rows, uniform_rows
 
 
 class MNIST(MapDataset):
     """The MNIST digits from the standard IDX files (gzipped or not) under ``root``.
 
     Files are looked for in ``root/MNIST/raw`` (torchvision's layout), ``root/MNIST`` and
-    ``root``. Samples are ``(uint8 tensor [1, 28, 28], int)`` (or ``transform``'s output).
-    ``download=True`` never downloads: when the files are missing the error says which files to
-    put where. ``data`` / ``targets`` are tensors over one array (memory-mapped when the file is
-    not compressed).
+    ``root``. Samples are ``(image, int)``: with a ``transform`` the image reaches it as a PIL
+    ``L`` image, as in torchvision; without one it is a ``uint8 [1, 28, 28]`` tensor (``decode=``
+    picks either way: NOTE [ The PIL path and the fast path ] in ``decode.py``).
+    ``download=True`` never downloads: when the files are missing the error (a
+    :class:`DatasetNotFoundError`, also torchvision's ``RuntimeError``) says which files to put
+    where. ``data`` / ``targets`` are tensors over one array (memory-mapped when the file is not
+    compressed), and assignable as in torchvision (``ds.data, ds.targets = ds.data[keep],
+    ds.targets[keep]``).
     """
 
     classes = [
@@ -49,11 +54,15 @@ class MNIST(MapDataset):
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[Any], Any] | None = None,
         download: bool = False,
+        *,
+        decode: str = "auto",
     ) -> None:
         self.root = os.path.expanduser(os.fspath(root))
         self.train = bool(train)
         self.transform = transform
         self.target_transform = target_transform
+        self._decode = DecodeOptions(mode="L", decode=decode)
+        self._assigned = False  # data/targets set by the user: they travel with the dataset
         name = type(self).__name__
         self.files = idx.locate(self.root, self._folder(), self.train, name, download)
         images, labels = self._load()
@@ -96,22 +105,57 @@ class MNIST(MapDataset):
 
         return torch.from_numpy(self._get()[0])
 
+    @data.setter
+    def data(self, value: Any) -> None:
+        images = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+        if images.dtype != np.uint8 or images.ndim != 3:
+            raise DataError(
+                f"{type(self).__name__}.data must be uint8 images [N, H, W], got "
+                f"{images.dtype} {list(images.shape)}"
+            )
+        self._arrays = (images, self._get()[1])
+        self._assigned = True
+
     @property
     def targets(self) -> Any:
         import torch
 
         return torch.from_numpy(self._get()[1])
 
+    @targets.setter
+    def targets(self, value: Any) -> None:
+        labels = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise DataError(
+                f"{type(self).__name__}.targets must be integer labels [N], got "
+                f"{labels.dtype} {list(labels.shape)}"
+            )
+        self._arrays = (self._get()[0], labels.astype(np.int64))
+        self._assigned = True
+
+    def _consistent(self) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = self._get()
+        if images.shape[0] != labels.shape[0]:
+            raise DataError(
+                f"{self.describe()} has {images.shape[0]} images in data but {labels.shape[0]} "
+                "labels in targets: assign both (ds.data, ds.targets = ...)"
+            )
+        return images, labels
+
     def _num_rows(self) -> int:
-        return int(self._get()[1].shape[0])
+        return int(self._consistent()[1].shape[0])
 
     def _fetch(self, indices: np.ndarray) -> pa.Table:
-        images, labels = self._get()
+        images, labels = self._consistent()
         block = images[indices][:, None]  # [B, 1, H, W], a fresh copy (fancy indexing)
         return uniform_rows(block, pa.array(labels[indices]), owned=True)
 
     def _batch(self, table: pa.Table, indices: np.ndarray) -> ImageBatch:
-        return ImageBatch(table, self.spec, self._locator(indices), True)
+        pil = self._decode.pil(self.transform)
+        return ImageBatch(table, self.spec, self._locator(indices), True, pil)
+
+    def _check_cached_rows(self, table: pa.Table, path: str) -> None:
+        check_data_rows(table, path)  # NOTE [ Dataset caches ] in cache.py
 
     def column(self, name: str) -> np.ndarray:
         if name == "target":
@@ -123,19 +167,23 @@ class MNIST(MapDataset):
 
     def fingerprint(self) -> str:
         stats = _file_stats([self.files.images, self.files.labels])
+        assigned = [np.ascontiguousarray(a) for a in self._get()] if self._assigned else []
         return _sha(
             [
                 type(self).__name__,
                 os.path.abspath(self.files.images),
                 os.path.abspath(self.files.labels),
                 self.train,
+                self._assigned,
             ],
             stats,
+            *assigned,
         )
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_arrays"] = None  # reopened (memory-mapped) in the process that uses it
+        if not self._assigned:
+            state["_arrays"] = None  # reopened (memory-mapped) in the process that uses it
         return state
 
     @classmethod

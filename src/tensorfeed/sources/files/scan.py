@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from ...errors import ConfigError, DataError, NotFoundError
-from .images import FolderNotFoundError
+from .errors import FolderNotFoundError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -161,6 +161,10 @@ def check_relative_paths(paths: list[Any], source: str) -> list[str]:
             raise DataError(f"row {i} of {source}: the path is empty (NULL)")
         if not isinstance(p, str):
             raise DataError(f"row {i} of {source}: the path {p!r} is not a string")
+        if "\0" in p:
+            raise DataError(
+                f"row {i} of {source}: the path {p!r} holds a NUL byte, which no file name can"
+            )
         if os.path.isabs(p) or p.startswith(("/", "\\")) or (len(p) > 1 and p[1] == ":"):
             raise DataError(
                 f"row {i} of {source}: path {p!r} is absolute; annotation paths must be "
