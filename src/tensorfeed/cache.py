@@ -293,7 +293,9 @@ def _valid_cache(path: str, fingerprint: str, rows: int) -> bool:
         with pa.memory_map(path, "r") as mm:
             reader = pa.ipc.open_file(mm)
             meta = reader.schema.metadata or {}
-    except (OSError, pa.ArrowInvalid) as exc:
+            for i in range(reader.num_record_batches):  # offsets in bounds: no read strays
+                reader.get_batch(i).validate(full=True)
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
         raise DataError(f"cache file {path} is not a readable Arrow file ({exc})") from exc
     return (
         meta.get(_META_FP) == fingerprint.encode()
@@ -388,6 +390,8 @@ def _open_cache(path: str) -> pa.Table:
         raise NotFoundError(
             f"cache file {path} is gone (deleted after the cache was built?)"
         ) from exc
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
+        raise DataError(f"cache file {path} is not a readable Arrow file ({exc})") from exc
 
 
 def _remove_stale_siblings(path: str) -> None:

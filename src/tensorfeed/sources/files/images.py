@@ -400,11 +400,30 @@ def refuse_objects(table: pa.Table, source: str, loader: str) -> None:
         )
 
 
+_ROW_TYPES = {
+    "image": pa.large_binary(),
+    "shape": pa.list_(pa.int32()),
+    "kind": pa.int8(),
+    "format": pa.string(),
+    "error": pa.string(),
+}
+
+
 def check_data_rows(table: pa.Table, path: str) -> None:
-    """A cache file's image rows hold data only: a row of pickled objects was not written by
-    tensorfeed (which never stores one in a file) and is refused, never unpickled."""
-    if "kind" not in table.column_names:
-        raise DataError(f"cache file {path} holds no image rows: it is not this dataset's cache")
+    """A cache file's rows are image rows (NOTE [ Image rows ]) holding data only: a row of
+    pickled objects was not written by tensorfeed (which never stores one in a file) and is
+    refused, never unpickled; so is a file whose columns are not image rows."""
+    try:
+        got = {f.name: f.type for f in table.schema}
+    except UnicodeDecodeError:
+        got = {}
+    target = got.pop("target", None)
+    numeric = target is None or pa.types.is_integer(target) or pa.types.is_floating(target)
+    if got != _ROW_TYPES or not numeric:
+        raise DataError(
+            f"cache file {path} does not hold image rows ({sorted(got)}): it is not this "
+            "dataset's cache, or was changed; delete it (or ds.cache(..., rebuild=True))"
+        )
     kinds = table.column("kind")
     if len(kinds) and pc.any(pc.equal(kinds, KIND_PICKLE)).as_py():
         raise DataError(

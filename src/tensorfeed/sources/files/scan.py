@@ -121,9 +121,14 @@ def read_annotations(source: Any, columns: Sequence[str], path_column: str) -> t
         if lower.endswith((".parquet", ".pq")):
             import pyarrow.parquet as pq
 
-            schema_names = pq.read_schema(path).names
-            _check_columns(columns, schema_names, name)
-            table = pq.read_table(path, columns=list(dict.fromkeys(columns)))
+            try:
+                schema_names = pq.read_schema(path).names
+                _check_columns(columns, schema_names, name)
+                table = pq.read_table(path, columns=list(dict.fromkeys(columns)))
+            except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+                raise DataError(
+                    f"annotations file {path} is not a readable Parquet file: {exc}"
+                ) from exc
         elif lower.endswith((".csv", ".tsv", ".txt", ".csv.gz")):
             import pyarrow.csv as pacsv
 
@@ -134,7 +139,8 @@ def read_annotations(source: Any, columns: Sequence[str], path_column: str) -> t
                     parse_options=pacsv.ParseOptions(delimiter=delimiter),
                     convert_options=pacsv.ConvertOptions(column_types={path_column: pa.string()}),
                 )
-            except pa.ArrowInvalid as exc:
+                table.column_names  # noqa: B018 - the header's names decode here
+            except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
                 raise DataError(f"annotations file {path} cannot be parsed as CSV: {exc}") from exc
         else:
             raise ConfigError(
