@@ -1,14 +1,21 @@
 """Images/s of one epoch over a folder of small images, side by side in one run.
 
-Compares a hand-written per-file Pillow Dataset (torch's DataLoader, the tutorial recipe) with
-``tfd.ImageFolder`` through ``tfd.DataLoader`` (0 and N workers), and with the same dataset after
-``cache("memory")`` and ``cache(path)``. Every configuration yields the same batches:
-``uint8 [B, 3, 64, 64]`` images and ``int64`` targets.
+Two comparisons, each side by side in one run (0 and N workers):
+
+1. Float tensors, the tutorial's work: a hand-written per-file Pillow Dataset whose
+   ``__getitem__`` returns ``ToTensor()(image)`` (torch's DataLoader), against
+   ``tfd.ImageFolder(root, transform=to_tensor)`` (the torchvision-compatible PIL path: the
+   transform gets each PIL image) and the fast path (``tfd.ImageFolder(root)``: uint8 batches,
+   converted to float once per batch). Every configuration yields the same float
+   ``[B, 3, 64, 64]`` batches in [0, 1].
+2. uint8 batches: a per-file Dataset returning uint8 tensors against ``tfd.ImageFolder`` and the
+   same dataset after ``cache("memory")`` and ``cache(path)``.
 
     python benchmarks/files.py                  # 20,000 64x64 PNG/JPEG images, 10 classes
     python benchmarks/files.py --images 500     # a quick smoke run
 
-Target: a cached epoch at least 20x the hand-written per-file epoch.
+Targets: the PIL path within 10% of the hand-written ToTensor Dataset (ratio >= 0.90), the fast
+path at least 1.5x it, and a cached epoch at least 20x the hand-written per-file epoch.
 """
 
 from __future__ import annotations
@@ -30,6 +37,13 @@ from PIL import Image
 import tensorfeed as tfd
 
 TARGET = 20.0
+COMPAT_TARGET, FAST_TARGET = 0.90, 1.5
+
+
+def to_tensor(img: Any) -> torch.Tensor:
+    """torchvision's ``ToTensor`` for RGB PIL images: ``HWC`` uint8 -> ``CHW`` float in [0, 1]."""
+    arr = np.array(img, dtype=np.uint8, copy=True)
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous().float().div_(255)
 
 
 def generate(root: Path, n: int, classes: int = 10, size: int = 64) -> None:
@@ -69,12 +83,24 @@ class PerFileDataset(torch.utils.data.Dataset):
         return torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), target
 
 
-def epoch(loader: Any) -> tuple[float, int]:
-    """Wall seconds and images of one full pass (worker start-up included)."""
+class PerFileToTensor(PerFileDataset):
+    """The tutorial's Dataset: Pillow open + convert, then ToTensor, per __getitem__."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:  # type: ignore[override]
+        path, target = self.samples[i]
+        with Image.open(path) as img:
+            return to_tensor(img.convert("RGB")), target
+
+
+def epoch(loader: Any, to_float: bool = False) -> tuple[float, int]:
+    """Wall seconds and images of one full pass (worker start-up included); ``to_float``: turn
+    a uint8 batch into float in [0, 1] as the training loop would (the fast path's last step)."""
     t0 = time.perf_counter()
     n = 0
     for images, targets in loader:
-        assert images.dtype == torch.uint8 and images.dim() == 4 and targets.dtype == torch.int64
+        if to_float:
+            images = images.float().div_(255)
+        assert images.dim() == 4 and targets.dtype == torch.int64
         n += int(targets.shape[0])
     return time.perf_counter() - t0, n
 
@@ -99,12 +125,15 @@ def run(n: int, batch_size: int, workers: int, keep: Path | None) -> int:
         )
         rows: list[tuple[str, float, str]] = []
 
-        def add(name: str, loader: Any, note: str = "") -> float:
-            secs, got = epoch(loader)
+        def add(name: str, loader: Any, note: str = "", to_float: bool = False) -> float:
+            secs, got = epoch(loader, to_float)
             assert got == n, f"{name}: {got} images, expected {n}"
             rows.append((name, n / secs, note))
             print(f"  {name}: {n / secs:,.0f} images/s", file=sys.stderr)
             return n / secs
+
+        compat = compare_float_paths(root, batch_size, workers, n, add)
+        rows.clear()
 
         base = PerFileDataset(root)
         for w in (0, workers):
@@ -137,9 +166,54 @@ def run(n: int, batch_size: int, workers: int, keep: Path | None) -> int:
                     tfd.DataLoader(cached, batch_size=batch_size, shuffle=True, num_workers=w),
                     note if w == 0 else "",
                 )
-        return report(rows, workers)
+        return report(rows, workers) | compat
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def compare_float_paths(
+    root: Path, batch_size: int, workers: int, n: int, add: Callable[..., float]
+) -> int:
+    """Comparison 1 of the module docstring, each pair alternated twice (A B A B), medians."""
+    tutorial = PerFileToTensor(root)
+    pil_path = tfd.ImageFolder(root, transform=to_tensor)
+    fast = tfd.ImageFolder(root)
+    out = 0
+    print("\nfloat batches [B, 3, 64, 64] in [0, 1]", file=sys.stderr)
+    for w in (0, workers):
+        rates: dict[str, list[float]] = {"tutorial": [], "pil": [], "fast": []}
+        for _ in range(2):
+            rates["tutorial"].append(
+                add(
+                    f"hand-written ToTensor Dataset, torch DataLoader, {w} workers",
+                    torch.utils.data.DataLoader(
+                        tutorial, batch_size=batch_size, shuffle=True, num_workers=w
+                    ),
+                )
+            )
+            rates["pil"].append(
+                add(
+                    f"tfd.ImageFolder(transform=to_tensor), PIL path, {w} workers",
+                    tfd.DataLoader(pil_path, batch_size=batch_size, shuffle=True, num_workers=w),
+                )
+            )
+            rates["fast"].append(
+                add(
+                    f"tfd.ImageFolder fast path, float per batch, {w} workers",
+                    tfd.DataLoader(fast, batch_size=batch_size, shuffle=True, num_workers=w),
+                    to_float=True,
+                )
+            )
+        base = float(np.median(rates["tutorial"]))
+        pil, quick = float(np.median(rates["pil"])) / base, float(np.median(rates["fast"])) / base
+        ok = pil >= COMPAT_TARGET and quick >= FAST_TARGET
+        print(
+            f"{w} workers: hand-written {base:,.0f} images/s; PIL path {pil:.2f}x (target >= "
+            f"{COMPAT_TARGET:.2f}), fast path {quick:.2f}x (target >= {FAST_TARGET:.1f}) -> "
+            f"{'MET' if ok else 'NOT MET'}"
+        )
+        out |= 0 if ok else 1
+    return out
 
 
 def report(rows: list[tuple[str, float, str]], workers: int) -> int:

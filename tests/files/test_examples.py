@@ -32,4 +32,6 @@ def test_benchmark_smoke_run(capsys):
     bench = runpy.run_path(str(REPO / "benchmarks" / "files.py"), run_name="files_benchmark")
     code = bench["main"](["--images", "60", "--batch-size", "16", "--workers", "1"])
     assert code in (0, 1)  # 1: the target is not met at toy size, which is fine here
-    assert "target: a cached epoch" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "target: a cached epoch" in out
+    assert "0 workers: hand-written" in out and "PIL path" in out and "fast path" in out
