@@ -42,7 +42,7 @@ import pyarrow as pa
 
 from .errors import ConfigError, DataError, NotFoundError
 
-CACHE_FORMAT = "1"
+CACHE_FORMAT = "2"  # 2: written with a <file>.sha256 beside it
 _META_FP = b"tensorfeed.fingerprint"
 _META_ROWS = b"tensorfeed.rows"
 _META_FORMAT = b"tensorfeed.cache_format"
@@ -271,6 +271,16 @@ def _rebuild_hint(path: str) -> str:
     return f"delete it, or build it again with ds.cache({path!r}, rebuild=True)"
 
 
+def _format_of(path: str) -> str | None:
+    """The cache format a file's schema says it has (None: not a readable cache file)."""
+    try:
+        with pa.memory_map(path, "r") as mm:
+            meta = pa.ipc.open_file(mm).schema.metadata or {}
+        return meta.get(_META_FORMAT, b"").decode()
+    except (OSError, pa.ArrowException, UnicodeDecodeError):
+        return None
+
+
 def _valid_cache(path: str, fingerprint: str, rows: int) -> bool:
     """Whether the cache file at ``path`` is this dataset's and intact: False if it is absent or
     another dataset's (then it is rebuilt), a DataError if it was changed since it was written."""
@@ -280,9 +290,11 @@ def _valid_cache(path: str, fingerprint: str, rows: int) -> bool:
         with open(_sum_file(path)) as f:
             expected = f.read().strip()
     except FileNotFoundError:
+        if _format_of(path) not in (None, CACHE_FORMAT):
+            return False  # an older tensorfeed's cache (no checksum yet): rebuilt
         raise DataError(
-            f"cache file {path} has no checksum file {_sum_file(path)} next to it (written by "
-            f"an older tensorfeed, or by something else): {_rebuild_hint(path)}"
+            f"cache file {path} has no checksum file {_sum_file(path)} next to it (removed, "
+            f"or the file was written by something else): {_rebuild_hint(path)}"
         ) from None
     if _sha256(path) != expected:
         raise DataError(

@@ -60,6 +60,12 @@ def test_a_rewritten_or_truncated_cache_is_named_and_rebuilt_on_request(tree, tm
     os.remove(path + ".sha256")
     with pytest.raises(tfd.DataError, match="has no checksum file"):
         tfd.ImageFolder(tree).cache(where)
+    # a cache an older tensorfeed wrote (format 1, no checksum yet) is simply rebuilt
+    old = pa.table({"x": [1]}).replace_schema_metadata({b"tensorfeed.cache_format": b"1"})
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, old.schema) as writer:
+        writer.write_table(old)
+    again = tfd.ImageFolder(tree).cache(where)
+    assert again.path == path and os.path.exists(path + ".sha256") and again[4][1] == 1
 
 
 class _Marker:
