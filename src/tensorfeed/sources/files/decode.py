@@ -45,7 +45,7 @@ import torch
 
 from ...errors import ConfigError
 from .errors import ImageReadError, shown
-from .images import KIND_TENSOR, RowBuilder, _is_pil, _pil
+from .images import KIND_TENSOR, RowBuilder, _is_pil, _pil, chw_array
 
 PILLOW = "pillow"  # max_image_pixels: Pillow's own Image.MAX_IMAGE_PIXELS, read when decoding
 DECODES = ("auto", "pil", "tensor")
@@ -181,14 +181,6 @@ def _check_crop(box: tuple[int, int, int, int], w: int, h: int) -> None:
             f"crop box (left={left}, top={top}, right={right}, bottom={bottom}) is not inside "
             f"the {w}x{h} image"
         )
-
-
-def chw_array(img: Any) -> np.ndarray:
-    """A PIL image -> C-contiguous ``[C, H, W]`` numpy array."""
-    arr = np.asarray(img)
-    if arr.ndim == 2:
-        return np.ascontiguousarray(arr[None])
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 def pil_loader(path: str | os.PathLike[str]) -> Any:

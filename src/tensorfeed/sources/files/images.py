@@ -79,6 +79,14 @@ def _pil() -> Any:
     return require("PIL.Image", "images", "decoding images")
 
 
+def chw_array(img: Any) -> np.ndarray:
+    """A PIL image -> C-contiguous ``[C, H, W]`` numpy array."""
+    arr = np.asarray(img)
+    if arr.ndim == 2:
+        return np.ascontiguousarray(arr[None])
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
 # --------------------------------------------------------------------------- rows
 
 
@@ -249,9 +257,7 @@ class ImageBatch(ColumnBatch):
         if kind == KIND_PIL:
             img = _pil().frombytes(fmt, (shape[0], shape[1]), raw.tobytes())
             if self._pil is False:  # a row stored on the PIL path, served on the fast path
-                arr = np.asarray(img)
-                arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-                return torch.from_numpy(np.ascontiguousarray(arr))
+                return torch.from_numpy(chw_array(img))
             return img
         if kind == KIND_PICKLE:
             return pickle.loads(raw.tobytes())
@@ -388,11 +394,15 @@ def _one_line(s: str) -> str:
 # --------------------------------------------------------------------------- file caches
 
 
+def _holds_pickles(table: pa.Table) -> bool:
+    kinds = table.column("kind")
+    return bool(len(kinds)) and bool(pc.any(pc.equal(kinds, KIND_PICKLE)).as_py())
+
+
 def refuse_objects(table: pa.Table, source: str, loader: str) -> None:
     """A file cache stores data only (NOTE [ Dataset caches ] in cache.py): refuse rows that
     hold a loader's Python objects, which only pickle could store."""
-    kinds = table.column("kind")
-    if len(kinds) and pc.any(pc.equal(kinds, KIND_PICKLE)).as_py():
+    if _holds_pickles(table):
         raise ConfigError(
             f"{source} cannot be cached in a file: its loader {loader} returns objects that are "
             "not tensors, numpy arrays or PIL images, and a cache file holds data only (never "
@@ -424,8 +434,7 @@ def check_data_rows(table: pa.Table, path: str) -> None:
             f"cache file {path} does not hold image rows ({sorted(got)}): it is not this "
             "dataset's cache, or was changed; delete it (or ds.cache(..., rebuild=True))"
         )
-    kinds = table.column("kind")
-    if len(kinds) and pc.any(pc.equal(kinds, KIND_PICKLE)).as_py():
+    if _holds_pickles(table):
         raise DataError(
             f"cache file {path} holds pickled objects, which tensorfeed never writes to a cache "
             "file: it was tampered with, and is not read. Delete it (or ds.cache(..., "

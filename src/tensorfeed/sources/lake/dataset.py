@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ... import key_order
 from ...columns import ColumnBatch, RowLocator, make_spec
 from ...dataset import MapDataset, _digest, normalize_indices
 from ...errors import ConfigError, DataError
@@ -281,9 +282,7 @@ class LakeDataset(MapDataset):
         cached = self.__dict__.get("_keys")
         if cached is not None and cached[0] is self._plan:
             return cached[1]
-        keys = self.column(self.key)
-        if len(keys) and keys.dtype == object and all(isinstance(k, str) for k in keys):
-            keys = keys.astype(str)
+        keys = key_order.as_keys(self.column(self.key), self.describe())  # int64 or str
         uniq, counts = np.unique(keys, return_counts=True)
         if len(uniq) != len(keys):
             twice = uniq[counts > 1]
