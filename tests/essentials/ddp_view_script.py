@@ -1,9 +1,9 @@
 """One rank of a job whose source changes while its ranks start (test_job_view.py).
 
 ``python ddp_view_script.py OUT KIND WHERE take``, under torchrun (gloo, CPU). Rank 0 builds its
-loader and starts reading at once; a thread of rank 0 then changes the source (adds rows or a
-file, produces messages, updates every row's value) and touches ``OUT/written``; only then do the
-other ranks build their loaders. Every rank reads 3 batches, takes the job's checkpoint (rank 0
+loader and starts reading; once it has resolved its view of the source, and before it shares it,
+it changes the source (adds rows or a file, produces messages, updates every row's value) and
+touches ``OUT/written``; only then do the other ranks build their loaders. Every rank reads 3 batches, takes the job's checkpoint (rank 0
 saves it as ``OUT/state.json``), then reads the rest of the epoch, and writes what it delivered to
 ``OUT/take-rank<r>.json``. ``... resume``: load ``OUT/state.json`` and read the rest, writing
 ``OUT/resume-rank<r>.json`` (or the error it raised); ``... continue``: the same with
@@ -15,7 +15,6 @@ of Parquet files), ``kafka`` (KafkaStream with ``end="now"``, WHERE is ``bootstr
 
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pyarrow.parquet as pq
 import torch.distributed as dist
 
 import tensorfeed as tfd
+from tensorfeed import job_view
 
 out, kind, where, mode = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 dist.init_process_group("gloo")
@@ -85,11 +85,25 @@ def rows(batch) -> list[list[float]]:
     return [[int(i), float(x)] for i, x in zip(batch["id"].tolist(), batch["x"].tolist())]
 
 
+def write_once_resolved() -> None:
+    """Rank 0 changes the source right after it resolved its view and before it shares it:
+    wrap ``job_view.share``, which the loader calls at exactly that moment (no timer to race)."""
+    share = job_view.share
+    written = []
+
+    def share_after_writing(source):
+        if not written:
+            written.append(True)
+            change()
+        return share(source)
+
+    job_view.share = share_after_writing
+
+
 result: dict = {}
 if mode == "take":
     if rank == 0:
-        writer = threading.Timer(1.0, change)
-        writer.start()
+        write_once_resolved()
     else:
         deadline = time.monotonic() + 60
         while not (out / "written").exists():
@@ -98,14 +112,12 @@ if mode == "take":
         failed = (out / "written").read_text()
         assert not failed, failed
     ld = loader()
-    it = iter(ld)  # a stream resolves its epoch here; rank 0 gets here before the writer
+    it = iter(ld)  # a stream resolves its epoch here
     head = [r for _ in range(3) for r in rows(next(it))]
     state = ld.state_dict()
     if rank == 0:
         (out / "state.json").write_text(json.dumps(state))
     result = {"head": head, "rest": [r for b in it for r in rows(b)]}
-    if rank == 0:
-        writer.join()
 else:  # resume, continue
     ld = loader()
     try:
