@@ -21,8 +21,10 @@ source (``_iter_tables(..., position)``), with one the buffer is replayed so its
 exactly those of the uninterrupted run. A source with real positions (Kafka offsets) overrides
 ``_start_position()`` and ``_advance(position, table)`` (JSON-serialisable positions) and
 receives its own position in ``_iter_tables``; it cannot use the replaying shuffle buffer. A
-source that reads fixed splits also implements ``_regroup`` so its checkpoint moves to other
-numbers of workers and ranks (NOTE [ Elastic stream checkpoints ] in ``stream_state.py``).
+source that reads fixed splits also implements ``_splits_of``, ``_split_rows`` and
+``_read_splits``: its checkpoint then moves to other numbers of workers and ranks (NOTE [ Elastic
+stream checkpoints ] in ``stream_state.py``), and its shuffle buffer is the one of
+``stream_shuffle.py``, which moves too (NOTE [ A shuffle buffer that regroups ]).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 from torch.utils.data import Dataset, IterableDataset
 
+from . import stream_shuffle, stream_splits
 from .cache import (
     _cache_file,
     _Gather,
@@ -311,6 +314,32 @@ class StreamDataset(IterableDataset[Any]):
                 "ranks only"
             )
 
+    # -- fixed splits (optional): a source reading them shuffles so that it can regroup ----
+    def _splits_of(self, epoch: int, shard: int, num_shards: int) -> list[int] | None:
+        """The splits shard ``shard`` of ``num_shards`` reads, in its order; None: this source
+        does not read fixed splits (its shuffle buffer replays; NOTE [ Stream checkpoints ])."""
+        return None
+
+    def _split_rows(self, epoch: int, split: int) -> int:
+        """The number of rows of one split."""
+        raise NotImplementedError
+
+    def _read_splits(self, epoch: int, splits: list[int]) -> Iterator[pa.Table]:
+        """Each of ``splits`` whole, in its natural order, one table per split (empty ones too)."""
+        raise NotImplementedError
+
+    def _regroup_splits(self, epoch: int, positions: list[Any], num_shards: int) -> list[Any]:
+        """``_regroup`` of a source reading fixed splits, with or without a shuffle buffer."""
+        if self.shuffle_buffer > 0:
+            return stream_shuffle.regroup(self, epoch, positions, num_shards)
+        return stream_splits.regroup(
+            positions,
+            num_shards,
+            lambda k, n: self._splits_of(epoch, k, n) or [],
+            lambda s: self._split_rows(epoch, s),
+            self.describe(),
+        )
+
     def describe(self) -> str:
         return type(self).__name__
 
@@ -335,12 +364,18 @@ class StreamDataset(IterableDataset[Any]):
     # -- iteration --------------------------------------------------------------------------
     def iter_batches(self, epoch: int | None = None, position: Any = None) -> Iterator[ColumnBatch]:
         """This shard's rows as ColumnBatches (after the shuffle buffer), from ``position``."""
-        world = self.world()
-        ep = self.epoch if epoch is None else epoch
+        return self._shard_batches(self.world(), self.epoch if epoch is None else epoch, position)
+
+    def _shard_batches(self, world: World, ep: int, position: Any) -> Iterator[ColumnBatch]:
+        """The rows of shard ``world.shard`` of ``world.num_shards`` (a filtered stream replays
+        another topology's shard through this when it regroups)."""
         start = self._start_position()
         if position is None:
             position = start
-        if self.shuffle_buffer > 0:
+        splits = self._splits_of(ep, world.shard, world.num_shards) if self.shuffle_buffer else None
+        if splits is not None:  # NOTE [ A shuffle buffer that regroups ] (stream_shuffle.py)
+            tables = stream_shuffle.shuffled(self, ep, world.shard, world.num_shards, position)
+        elif self.shuffle_buffer > 0:
             if not isinstance(start, int):
                 raise ConfigError(f"{self.describe()} does not support a shuffle buffer")
             rng = np.random.default_rng(shard_seed(self.seed, ep, world.rank, world.worker))

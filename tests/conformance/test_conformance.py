@@ -35,8 +35,7 @@ class Source:
     map_style: bool
     # Kafka orders messages within a partition only: compare each partition's sequence
     partition_of: Callable[[int], int] | None = None
-    # the same source without a shuffle buffer (which keeps a stream's checkpoint on its own
-    # topology); None: ``make`` itself
+    # the same stream without its shuffle buffer, also resumed on other topologies; None: none
     unbuffered: Callable[[], Any] | None = None
 
 
@@ -253,13 +252,18 @@ def _per_partition(source: Source, batches: list[list[int]]) -> Any:
 def test_resume_on_another_topology(source, a, b, cut):
     """NOTE [ Elastic map-style checkpoints ] and [ Elastic stream checkpoints ]: cut an epoch
     on ``a`` workers (before any batch, after 3, right after the last), resume on ``b``: every
-    row of the epoch once; the next epoch is a fresh run's on ``b`` workers."""
-    src = Source(source.unbuffered or source.make, source.map_style, source.partition_of)
+    row of the epoch once; the next epoch is a fresh run's on ``b`` workers. A shuffled stream
+    is checked with and without its shuffle buffer."""
+    for make in [source.make] + ([source.unbuffered] if source.unbuffered else []):
+        _resumes_on_another_topology(Source(make, source.map_style, source.partition_of), a, b, cut)
+
+
+def _resumes_on_another_topology(src: Source, a: int, b: int, cut: int | str) -> None:
     loader = loader_for(src, a)
     if cut == "last":
         cut = len(epoch_ids(loader_for(src, a)))
     it = iter(loader)
-    head = [batch_ids(next(it)) for _ in range(cut)]
+    head = [batch_ids(next(it)) for _ in range(int(cut))]
     state = json.loads(json.dumps(loader.state_dict()))
     del it
     resumed = loader_for(src, b)

@@ -6,6 +6,7 @@ fork without copy-on-read growth: there are no per-row Python objects to touch r
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -241,30 +242,32 @@ class MemoryStream(StreamDataset):
         return f"{self.name} stream ({', '.join(self.table.column_names[:8])})"
 
     # -- fixed splits: chunks of chunk_rows, chunk i read by shard i % num_shards --------------
-    def _chunks_of(self, shard: int, num_shards: int) -> list[int]:
+    def _splits_of(self, epoch: int, shard: int, num_shards: int) -> list[int]:
         return list(range(shard, self._num_chunks(), num_shards))
 
     def _num_chunks(self) -> int:
         return -(-self.table.num_rows // self.chunk_rows)
 
-    def _chunk_rows(self, chunk: int) -> int:
-        return min(self.chunk_rows, self.table.num_rows - chunk * self.chunk_rows)
+    def _split_rows(self, epoch: int, split: int) -> int:
+        return min(self.chunk_rows, self.table.num_rows - split * self.chunk_rows)
+
+    def _read_splits(self, epoch: int, splits: list[int]) -> Iterator[pa.Table]:
+        for chunk in splits:
+            yield self.table.slice(chunk * self.chunk_rows, self._split_rows(epoch, chunk))
 
     def _advance(self, position: Any, table: pa.Table) -> Any:
         return stream_splits.advance(position, table.num_rows)
 
     def _regroup(self, epoch: int, positions: list[Any], num_shards: int) -> list[Any]:
-        self._refuse_shuffled_regroup()
-        return stream_splits.regroup(
-            positions, num_shards, self._chunks_of, self._chunk_rows, self.describe()
-        )
+        return self._regroup_splits(epoch, positions, num_shards)
 
     def _iter_tables(self, world: World, epoch: int, position: Any) -> Iterator[pa.Table]:
         skip, done = stream_splits.parse(position, f"a checkpoint position of {self.describe()}")
-        mine = self._chunks_of(world.shard, world.num_shards)
-        for chunk, first in stream_splits.starts(mine, done, self._chunk_rows):
+        mine = self._splits_of(epoch, world.shard, world.num_shards)
+        rows = functools.partial(self._split_rows, epoch)
+        for chunk, first in stream_splits.starts(mine, done, rows):
             start = chunk * self.chunk_rows + first
-            t = self.table.slice(start, self._chunk_rows(chunk) - first)
+            t = self.table.slice(start, rows(chunk) - first)
             if skip >= t.num_rows:
                 skip -= t.num_rows
                 continue

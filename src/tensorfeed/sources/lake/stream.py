@@ -27,8 +27,9 @@ class LakeStream(StreamDataset):
     """The lake as an iterable dataset: row groups split across DataLoader workers and DDP ranks
     (every row once per epoch), streamed one row group at a time with ``read_ahead`` row groups
     read in the background, and an optional ``shuffle_buffer`` (the row-group order is shuffled
-    per epoch too when it is set). Memory stays bounded by (1 + read_ahead) decoded row groups
-    plus the shuffle buffer, whatever the size of the lake.
+    per epoch too when it is set, NOTE [ A shuffle buffer that regroups ]). Memory stays
+    bounded by (1 + read_ahead) decoded row groups plus the shuffle buffer and the row groups it
+    draws from, whatever the size of the lake.
 
     The file list is pinned at construction for the first epoch and listed again at the start
     of each later one, so new files join the next epoch (NOTE [ A consistent epoch ]); a
@@ -160,32 +161,38 @@ class LakeStream(StreamDataset):
     # -- the StreamDataset contract ---------------------------------------------------------
     def _iter_tables(self, world: World, epoch: int, position: Any) -> Iterator[pa.Table]:
         plan = self._plan_for(epoch)
-        order = np.arange(plan.num_units)
-        if self.shuffle_buffer > 0:
-            rng = np.random.default_rng([self.seed & 0xFFFFFFFF, int(epoch), 0x5EED])
-            order = rng.permutation(plan.num_units)
-        mine = order[world.shard :: world.num_shards]
+        mine = self._splits_of(epoch, world.shard, world.num_shards)
         skip, done = stream_splits.parse(position, f"a checkpoint position of {self.describe()}")
-        units = list(stream_splits.starts(mine.tolist(), done, lambda u: self._count(plan, u)))
+        units = list(stream_splits.starts(mine, done, lambda u: self._count(plan, u)))
         tables = self._tables(plan, units, skip)
         if self.read_ahead > 0 and len(units) > 1:
             return iter(ReadAhead(tables, self.read_ahead))
         return tables
 
-    # -- fixed splits: row groups (units), unit u read by shard u % num_shards --------------
+    # -- fixed splits: row groups (units); with a shuffle buffer in an order of (seed, epoch) --
+    def _splits_of(self, epoch: int, shard: int, num_shards: int) -> list[int]:
+        n = self._plan_for(epoch).num_units
+        order = np.arange(n)
+        if self.shuffle_buffer > 0:
+            rng = np.random.default_rng([self.seed & 0xFFFFFFFF, int(epoch), 0x5EED])
+            order = rng.permutation(n)
+        return [int(u) for u in order[shard::num_shards]]
+
+    def _split_rows(self, epoch: int, split: int) -> int:
+        return self._count(self._plan_for(epoch), split)
+
+    def _read_splits(self, epoch: int, splits: list[int]) -> Iterator[pa.Table]:
+        plan = self._plan_for(epoch)
+        tables = (self._unit(plan, u) for u in splits)
+        if self.read_ahead > 0 and len(splits) > 1:
+            return iter(ReadAhead(tables, self.read_ahead))
+        return tables
+
     def _advance(self, position: Any, table: pa.Table) -> Any:
         return stream_splits.advance(position, table.num_rows)
 
     def _regroup(self, epoch: int, positions: list[Any], num_shards: int) -> list[Any]:
-        self._refuse_shuffled_regroup()
-        plan = self._plan_for(epoch)
-        return stream_splits.regroup(
-            positions,
-            num_shards,
-            lambda k, n: list(range(k, plan.num_units, n)),
-            lambda u: self._count(plan, u),
-            self.describe(),
-        )
+        return self._regroup_splits(epoch, positions, num_shards)
 
     def _tensor_columns(self, plan: Plan) -> list[str]:
         if self.spec.supervised:
@@ -194,31 +201,34 @@ class LakeStream(StreamDataset):
 
     def _tables(self, plan: Plan, units: list[tuple[int, int]], skip: int) -> Iterator[pa.Table]:
         """The rows of ``units`` (``(unit, first row)``), less the first ``skip`` of them."""
-        fs = self._fs()
-        check = self._tensor_columns(plan)
-        names = plan.schema.names
         for u, first in units:
             if skip > 0:
                 n = self._count(plan, u) - first
                 if skip >= n:
                     skip -= n
                     continue
-            rows = None
-            if plan.unit_partial[u]:
-                cols = list(plan.read_columns) + [
-                    c for c in plan.filter_columns if c not in plan.read_columns
-                ]
-                table = read_unit_table(fs, self.lake, plan, u, cols)
-                rows = row_positions(table, plan.row_filter)
-                table = table.take(pa.array(rows))
-            else:
-                table = read_unit_table(fs, self.lake, plan, u, plan.read_columns)
-            table = table.select(names)
-            check_nulls(table, check, plan, u, rows)
+            table = self._unit(plan, u)
             if first or skip:
                 table, skip = table.slice(first + skip), 0
             if table.num_rows:
                 yield table
+
+    def _unit(self, plan: Plan, u: int) -> pa.Table:
+        """The rows of one unit that pass the filter, checked for nulls."""
+        fs = self._fs()
+        rows = None
+        if plan.unit_partial[u]:
+            cols = list(plan.read_columns) + [
+                c for c in plan.filter_columns if c not in plan.read_columns
+            ]
+            table = read_unit_table(fs, self.lake, plan, u, cols)
+            rows = row_positions(table, plan.row_filter)
+            table = table.take(pa.array(rows))
+        else:
+            table = read_unit_table(fs, self.lake, plan, u, plan.read_columns)
+        table = table.select(plan.schema.names)
+        check_nulls(table, self._tensor_columns(plan), plan, u, rows)
+        return table
 
     def _count(self, plan: Plan, u: int) -> int:
         if not plan.unit_partial[u]:
