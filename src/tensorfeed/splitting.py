@@ -36,7 +36,7 @@ import torch
 
 from .columns import RowLocator
 from .dataset import MapDataset, StreamDataset, _digest, normalize_indices
-from .errors import ConfigError, NotFoundError
+from .errors import ConfigError, NotFoundError, StateError
 from .sampling import World, _digest_array, _unique_labels, read_column, shard_seed
 
 # --------------------------------------------------------------------------- stable hashing
@@ -357,10 +357,17 @@ class FilteredStream(StreamDataset):
     ``(seed, epoch, shard)``, so the same tables and the same filter decisions) and skips that
     many kept rows. When the inner stream has its own positions (Kafka offsets), the position
     is the inner one, advanced over the delivered rows; that is exact only for filters that are
-    a pure function of the row (the split filter), so :class:`BalancedStream` refuses it. Such a
-    position moves to other numbers of workers and ranks as the inner stream's does; a count of
-    kept rows does not.
+    a pure function of the row (the split filter), so :class:`BalancedStream` refuses it.
+
+    On other numbers of workers and ranks (NOTE [ Elastic stream checkpoints ]) an inner
+    position regroups as the inner stream's does; so does a count of kept rows if the filter is
+    a pure function of the row (``_pure_filter``): each old shard of the inner stream is replayed
+    with the filter up to its last kept row, giving the inner position there, and the inner
+    stream regroups those. A new shard's position is ``{"inner": its inner position, "kept":
+    rows kept since}``. That reads again what the old shards delivered, once per move.
     """
+
+    _pure_filter = False  # whether _keep is a function of the row alone (it regroups)
 
     def __init__(self, stream: StreamDataset) -> None:
         if not isinstance(stream, StreamDataset):
@@ -382,20 +389,61 @@ class FilteredStream(StreamDataset):
         return 0 if self._replays() else self.inner._start_position()
 
     def _advance(self, position: Any, table: pa.Table) -> Any:
-        if self._replays():
-            return position + table.num_rows
-        return self.inner._advance(position, table)
+        if not self._replays():
+            return self.inner._advance(position, table)
+        if isinstance(position, dict):
+            return {"inner": position["inner"], "kept": position["kept"] + table.num_rows}
+        return position + table.num_rows
+
+    def _replay_position(self, position: Any) -> tuple[Any, int]:
+        """``(inner position to replay from (None: the start), kept rows to skip)``, checked."""
+        if isinstance(position, int) and not isinstance(position, bool) and position >= 0:
+            return None, position
+        if isinstance(position, dict) and set(position) == {"inner", "kept"}:
+            kept = position["kept"]
+            if isinstance(kept, int) and not isinstance(kept, bool) and kept >= 0:
+                return position["inner"], kept
+        raise StateError(
+            f"a checkpoint position of {self.describe()} must be a count of rows >= 0 or "
+            f"{{'inner': position, 'kept': int >= 0}}, got {position!r}"
+        )
 
     def _locator(self, table: pa.Table) -> RowLocator:
         return self.inner._locator(table)
 
     def _regroup(self, epoch: int, positions: list[Any], num_shards: int) -> list[Any]:
-        """The inner stream's positions regroup as its own (NOTE [ Elastic stream checkpoints ]),
-        as the filter is a function of the row; a count of kept rows of a replayed shard
-        cannot be moved."""
-        if self._replays():
+        """NOTE [ Checkpoints of filtered streams ]: the inner stream's positions regroup as its
+        own; counts of kept rows through a replay of each old shard."""
+        if not self._replays():
+            return self.inner._regroup(epoch, positions, num_shards)
+        if not self._pure_filter:
             return super()._regroup(epoch, positions, num_shards)
-        return self.inner._regroup(epoch, positions, num_shards)
+        old = len(positions)
+        inner = [self._inner_position(epoch, k, old, p) for k, p in enumerate(positions)]
+        return [{"inner": p, "kept": 0} for p in self.inner._regroup(epoch, inner, num_shards)]
+
+    def _inner_position(self, epoch: int, shard: int, num_shards: int, position: Any) -> Any:
+        """The inner position of old shard ``shard`` just after its last kept row."""
+        start, kept = self._replay_position(position)
+        inner_pos = self.inner._start_position() if start is None else start
+        if kept == 0:
+            return inner_pos
+        world = World(0, 1, shard, num_shards)
+        state = self._shard_state(world, epoch)
+        for cb in self.inner._shard_batches(world, epoch, start):
+            t = cb.table
+            mask = self._keep(t, state)
+            n = int(mask.sum())
+            if n < kept:
+                kept -= n
+                inner_pos = self.inner._advance(inner_pos, t)
+                continue
+            last = int(np.flatnonzero(mask)[kept - 1])  # the shard's last kept row
+            return self.inner._advance(inner_pos, t.slice(0, last + 1))
+        raise StateError(
+            f"{self.describe()}: shard {shard} of {num_shards} has a position {kept} kept "
+            "row(s) past the end of its rows (a checkpoint of other data?)"
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -411,10 +459,8 @@ class FilteredStream(StreamDataset):
 
     def _iter_tables(self, world: World, epoch: int, position: Any) -> Iterator[pa.Table]:
         state = self._shard_state(world, epoch)
-        replay = self._replays()
-        skip = position if replay else 0
-        inner_position = None if replay else position
-        for cb in self.inner.iter_batches(epoch, inner_position):
+        inner_position, skip = self._replay_position(position) if self._replays() else (position, 0)
+        for cb in self.inner._shard_batches(world, epoch, inner_position):
             t = cb.table
             mask = self._keep(t, state)
             kept = t if mask.all() else t.filter(pa.array(mask))
@@ -451,6 +497,8 @@ class SplitStream(FilteredStream):
         self.index = int(index)
         self.split_seed = int(seed)
         self.name = name
+
+    _pure_filter = True  # a row's split is a hash of its column
 
     def describe(self) -> str:
         return f"{self.inner.describe()} [split {self.name!r}]"

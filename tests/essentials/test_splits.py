@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import tensorfeed as tfd
 from tensorfeed.splitting import Subset, stable_hash
+from tests.resume_helpers import assert_resumes_exactly_once, read
 
 from .conftest import make_data
 
@@ -206,16 +207,53 @@ def test_stream_split_resumes_mid_epoch(data, workers):
     assert head + [b["id"].tolist() for b in second] == full
 
 
-def test_a_split_of_a_replayed_stream_resumes_on_its_own_topology_only(data):
-    """Its position counts kept rows of a replayed shard: it cannot be moved, and says so."""
+@pytest.mark.parametrize("buffer", [0, 20])
+def test_a_split_of_a_replayed_stream_resumes_on_any_topology(data, buffer):
+    """NOTE [ Checkpoints of filtered streams ]: a count of kept rows regroups by replaying the
+    old shards up to their last kept row; chained hops, with and without a shuffle buffer."""
 
+    def loader(workers):
+        stream = tfd.MemoryStream(data, chunk_rows=8, shuffle_buffer=buffer, seed=3)
+        part = tfd.split(stream, {"a": 0.5, "b": 0.5}, key="id")
+        return tfd.DataLoader(part["a"], batch_size=4, num_workers=workers)
+
+    want = sorted(i for b in loader(0) for i in b["id"].tolist())
+    assert 0 < len(want) < len(data["id"])
+    assert_resumes_exactly_once(
+        loader, want, [(2, 0, 3), (0, 3, 1), (3, 2, 2)], cuts=(0, 1, 4, "last")
+    )
+    _, state = read(loader, 2, "id", take=2)
+    moved = loader(0)
+    moved.load_state_dict(state)
+    position = moved.state_dict()["fetcher_state"]["dataset_iter_state"]["position"]
+    assert set(position) == {"inner", "kept"} and position["kept"] == 0
+
+
+def test_a_split_position_that_is_not_a_count_is_refused(data):
     def loader(workers):
         part = tfd.split(tfd.MemoryStream(data, chunk_rows=8), {"a": 0.5, "b": 0.5}, key="id")
         return tfd.DataLoader(part["a"], batch_size=4, num_workers=workers)
 
-    it = iter(first := loader(2))
-    next(it), next(it)
-    state = first.state_dict()
-    del it
+    for bad in (-1, {"inner": 0}, {"inner": 0, "kept": -2}, 10_000):
+        _, state = read(loader, 2, "id", take=2)
+        state["_snapshot"]["_worker_snapshots"]["worker_1"]["fetcher_state"]["dataset_iter_state"][
+            "position"
+        ] = bad
+        with pytest.raises(tfd.StateError, match="position"):
+            loader(0).load_state_dict(state)
+
+
+def test_a_balanced_stream_resumes_on_its_own_topology_only(data):
+    """Its acceptance depends on the shard's running counts: the count cannot be moved."""
+
+    def loader(workers):
+        stream = tfd.balance_stream(tfd.MemoryStream(data, chunk_rows=8), label="y", seed=1)
+        return tfd.DataLoader(stream, batch_size=4, num_workers=workers)
+
+    _, state = read(loader, 2, "id", take=2)
     with pytest.raises(tfd.StateError, match="same numbers of DataLoader workers and DDP ranks"):
         loader(0).load_state_dict(state)
+    head, state = read(loader, 2, "id", take=2)
+    tail, _ = read(loader, 2, "id", state)
+    whole, _ = read(loader, 2, "id")
+    assert head + tail == whole

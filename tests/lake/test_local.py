@@ -373,6 +373,32 @@ def test_stream_checkpoint_resumes_exactly_once_on_another_worker_count(
     assert_resumes_exactly_once(make, want, [(2, 0, 3), (0, 3, 2)], cuts=(0, 3, "last"))
 
 
+@pytest.mark.parametrize("filtered", [False, True])
+def test_a_shuffled_stream_and_its_split_resume_exactly_once_on_another_worker_count(
+    local_lake: Path, filtered: bool
+) -> None:
+    """NOTE [ A shuffle buffer that regroups ] over row groups (partly filtered ones counted),
+    and a tfd.split part of it (NOTE [ Checkpoints of filtered streams ])."""
+    flt = [("age", ">=", 40)] if filtered else None
+
+    def stream() -> tfd.LakeStream:
+        return tfd.LakeStream(str(local_lake), filter=flt, shuffle_buffer=25, seed=2)
+
+    def make(workers: int) -> tfd.DataLoader:
+        return tfd.DataLoader(stream(), batch_size=10, num_workers=workers)
+
+    def make_part(workers: int) -> tfd.DataLoader:
+        part = tfd.split(stream(), {"train": 0.7, "val": 0.3}, key="id")["train"]
+        return tfd.DataLoader(part, batch_size=10, num_workers=workers)
+
+    want = ids_of(make(0))
+    assert len(want) > 100 and want != sorted(want)
+    assert_resumes_exactly_once(make, want, [(2, 0, 3), (0, 3, 2)], cuts=(0, 3, "last"))
+    part = ids_of(make_part(0))
+    assert 0 < len(part) < len(want)
+    assert_resumes_exactly_once(make_part, part, [(2, 0, 3)], cuts=(0, 3, "last"))
+
+
 def _stream_checkpoint(root: Path, workers: int = 2) -> tuple[list[int], dict]:
     loader = tfd.DataLoader(tfd.LakeStream(str(root)), batch_size=10, num_workers=workers)
     it = iter(loader)
