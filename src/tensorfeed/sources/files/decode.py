@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from ...errors import ConfigError
+from . import fast_decode
 from .errors import ImageReadError, shown
 from .images import KIND_TENSOR, RowBuilder, _is_pil, _pil, chw_array
 
@@ -259,8 +260,16 @@ def decode_file(
     kind = loader_kind(loader)
     try:
         if kind is not None:
+            as_pil = kind == "pil" or (kind == "default" and pil)
+            arr = _fast_pixels(path, opts, crop)
+            if arr is not None:  # NOTE [ Faster decoders, Pillow's pixels ]
+                if as_pil:
+                    rows.add_pil_pixels(arr)
+                else:
+                    rows.add_array(chw_array(arr), KIND_TENSOR)
+                return
             img = open_image(path, opts, crop)
-            if kind == "pil" or (kind == "default" and pil):
+            if as_pil:
                 rows.add_object(img)
             else:
                 rows.add_array(chw_array(img), KIND_TENSOR)
@@ -287,6 +296,21 @@ def decode_file(
         if opts.on_error == "raise":
             raise ImageReadError(message + _skip_hint()) from exc.__cause__
         rows.add_error(message)
+
+
+def _fast_pixels(
+    path: str, opts: DecodeOptions, crop: tuple[int, int, int, int] | None
+) -> np.ndarray | None:
+    """The fast path's pixels from a faster decoder than Pillow, or None (Pillow decodes)."""
+    limit = opts.max_image_pixels
+    if limit == PILLOW:
+        limit = _pil().MAX_IMAGE_PIXELS
+    arr = fast_decode.decode(path, opts.mode, limit if isinstance(limit, int) else None)
+    if arr is None or crop is None:
+        return arr
+    _check_crop(crop, arr.shape[1], arr.shape[0])
+    left, top, right, bottom = crop
+    return arr[top:bottom, left:right]
 
 
 def _skip_hint() -> str:

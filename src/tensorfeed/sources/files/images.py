@@ -127,6 +127,16 @@ class RowBuilder:
             self.formats.append("pickle")
             self.errors.append(None)
 
+    def add_pil_pixels(self, arr: np.ndarray) -> None:
+        """A PIL image's row from its pixels (``uint8 [H, W]``, ``[H, W, 3]`` or ``[H, W, 4]``):
+        the same row ``add_object`` makes of the image, whose ``tobytes()`` is this layout."""
+        mode = "L" if arr.ndim == 2 else {3: "RGB", 4: "RGBA"}[arr.shape[2]]
+        self.payloads.append(np.ascontiguousarray(arr).tobytes())
+        self.shapes.append([int(arr.shape[1]), int(arr.shape[0])])
+        self.kinds.append(KIND_PIL)
+        self.formats.append(mode)
+        self.errors.append(None)
+
     def add_error(self, message: str) -> None:
         self.payloads.append(b"")
         self.shapes.append([])
