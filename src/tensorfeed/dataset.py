@@ -306,14 +306,6 @@ class StreamDataset(IterableDataset[Any]):
             f"only (this checkpoint has {len(positions)} shard(s), the loader {num_shards})"
         )
 
-    def _refuse_shuffled_regroup(self) -> None:
-        if self.shuffle_buffer > 0:
-            raise StateError(
-                f"{self.describe()} has a shuffle buffer, which mixes rows across a shard's "
-                "splits: its checkpoint resumes on the same numbers of DataLoader workers and DDP "
-                "ranks only"
-            )
-
     # -- fixed splits (optional): a source reading them shuffles so that it can regroup ----
     def _splits_of(self, epoch: int, shard: int, num_shards: int) -> list[int] | None:
         """The splits shard ``shard`` of ``num_shards`` reads, in its order; None: this source

@@ -13,9 +13,8 @@ positions become N' positions that together cover exactly the rows not yet deliv
 can do that because each reads fixed logical splits of its data (MemoryStream chunks, lake row
 groups, SQL key buckets, Kafka partitions) and gives split ``i`` to shard ``i % N``, so a shard's
 position says how far it got in each of its splits (``stream_splits.py``). The order within a
-split never depends on the topology. A shuffle buffer over fixed splits regroups too (NOTE [ A
-shuffle buffer that regroups ] in ``stream_shuffle.py``); one over a SQL stream's single
-statement cannot, and says so.
+split never depends on the topology. A shuffle buffer regroups too (NOTE [ A shuffle buffer that
+regroups ] in ``stream_shuffle.py``; a SQL stream's splits are its key buckets).
 """
 
 from __future__ import annotations

@@ -35,8 +35,9 @@ class Source:
     map_style: bool
     # Kafka orders messages within a partition only: compare each partition's sequence
     partition_of: Callable[[int], int] | None = None
-    # the same stream without its shuffle buffer, also resumed on other topologies; None: none
-    unbuffered: Callable[[], Any] | None = None
+    # other configurations of the same rows (with or without a shuffle buffer), also resumed
+    # on other topologies
+    variants: tuple[Callable[[], Any], ...] = ()
 
 
 def batch_ids(batch: Any) -> list[int]:
@@ -60,7 +61,7 @@ def _memory(tmp, stream=False):
         return Source(
             lambda: tfd.MemoryStream({"id": ids, "v": v}, chunk_rows=10, shuffle_buffer=40),
             False,
-            unbuffered=lambda: tfd.MemoryStream({"id": ids, "v": v}, chunk_rows=10),
+            variants=(lambda: tfd.MemoryStream({"id": ids, "v": v}, chunk_rows=10),),
         )
     return Source(lambda: tfd.MemoryDataset({"id": ids, "v": v}), True)
 
@@ -73,7 +74,11 @@ def _sqlite(tmp, stream=False):
         db.executemany("INSERT INTO items VALUES (?, ?)", zip(ids.tolist(), v.tolist()))
     url = f"sqlite:///{path}"
     if stream:
-        return Source(lambda: tfd.SQLStream(url, table="items", key="id"), False)
+        return Source(
+            lambda: tfd.SQLStream(url, table="items", key="id"),
+            False,
+            variants=(lambda: tfd.SQLStream(url, table="items", key="id", shuffle_buffer=30),),
+        )
     return Source(lambda: tfd.SQLDataset(url, table="items", key="id"), True)
 
 
@@ -88,7 +93,11 @@ def _postgres(tmp, stream, pg_url):
                 f"INSERT INTO {table} VALUES (%s, %s)", list(zip(ids.tolist(), v.tolist()))
             )
     if stream:
-        return Source(lambda: tfd.SQLStream(pg_url, table=table, key="id"), False)
+        return Source(
+            lambda: tfd.SQLStream(pg_url, table=table, key="id"),
+            False,
+            variants=(lambda: tfd.SQLStream(pg_url, table=table, key="id", shuffle_buffer=30),),
+        )
     return Source(lambda: tfd.SQLDataset(pg_url, table=table, key="id"), True)
 
 
@@ -109,7 +118,7 @@ def _lake(tmp, stream=False):
         return Source(
             lambda: tfd.LakeStream(str(root), shuffle_buffer=30),
             False,
-            unbuffered=lambda: tfd.LakeStream(str(root)),
+            variants=(lambda: tfd.LakeStream(str(root)),),
         )
     return Source(lambda: tfd.LakeDataset(str(root)), True)
 
@@ -252,9 +261,9 @@ def _per_partition(source: Source, batches: list[list[int]]) -> Any:
 def test_resume_on_another_topology(source, a, b, cut):
     """NOTE [ Elastic map-style checkpoints ] and [ Elastic stream checkpoints ]: cut an epoch
     on ``a`` workers (before any batch, after 3, right after the last), resume on ``b``: every
-    row of the epoch once; the next epoch is a fresh run's on ``b`` workers. A shuffled stream
-    is checked with and without its shuffle buffer."""
-    for make in [source.make] + ([source.unbuffered] if source.unbuffered else []):
+    row of the epoch once; the next epoch is a fresh run's on ``b`` workers. A stream is checked
+    with and without a shuffle buffer."""
+    for make in (source.make, *source.variants):
         _resumes_on_another_topology(Source(make, source.map_style, source.partition_of), a, b, cut)
 
 
@@ -297,15 +306,15 @@ def test_a_killed_worker_restarts_from_the_last_batch(source, caplog):
 def test_row_by_row_iteration_resumes_exactly_once(stream_source):
     """A stream iterated row by row (a plain torch DataLoader's way): a checkpoint after k rows
     counts exactly those k (it once lagged a row behind, and the resume repeated it)."""
-    src = stream_source.unbuffered or stream_source.make
-    it = iter(src())
-    head = [int(next(it)["id"]) for _ in range(37)]
-    state = json.loads(json.dumps(it.state_dict()))
-    del it
-    again = iter(src())
-    again.load_state_dict(state)
-    rest = [int(row["id"]) for row in again]
-    assert sorted(head + rest) == list(range(N)), f"{len(head) + len(rest)} rows"
+    for src in (stream_source.make, *stream_source.variants):
+        it = iter(src())
+        head = [int(next(it)["id"]) for _ in range(37)]
+        state = json.loads(json.dumps(it.state_dict()))
+        del it
+        again = iter(src())
+        again.load_state_dict(state)
+        rest = [int(row["id"]) for row in again]
+        assert sorted(head + rest) == list(range(N)), f"{len(head) + len(rest)} rows"
 
 
 def test_same_batches_whatever_num_workers(map_source):

@@ -6,6 +6,7 @@ import json
 import pickle
 import re
 import threading
+import uuid
 
 import pytest
 import torch
@@ -159,15 +160,59 @@ def test_text_keys_resume_exactly_once_on_another_worker_count(db):
     assert_resumes_exactly_once(make, words, [(2, 3, 0), (3, 1, 2)], cuts=(2,), key="w")
 
 
-def test_a_keyless_or_shuffled_stream_resumes_on_its_own_topology_only(items):
+def test_a_keyless_stream_resumes_on_its_own_topology_only(items):
     db, table = items
-    for kw in ({"key": "id", "shuffle_buffer": 100}, {}):
-        st = tfd.SQLStream(db.url, table=table, chunk_rows=300, **kw)
-        _, state = read(
-            lambda w, st=st: tfd.DataLoader(st, batch_size=64, num_workers=w), 0, "v", take=2
-        )
-        with pytest.raises(tfd.StateError, match="same numbers of DataLoader workers and DDP"):
-            tfd.DataLoader(st, batch_size=64, num_workers=2).load_state_dict(state)
+    st = tfd.SQLStream(db.url, table=table, chunk_rows=300)
+    _, state = read(lambda w: tfd.DataLoader(st, batch_size=64, num_workers=w), 0, "v", take=2)
+    with pytest.raises(tfd.StateError, match="same numbers of DataLoader workers and DDP"):
+        tfd.DataLoader(st, batch_size=64, num_workers=2).load_state_dict(state)
+
+
+def _shuffled(db, table, workers):
+    st = tfd.SQLStream(db.url, table=table, key="id", shuffle_buffer=150, seed=3, chunk_rows=300)
+    return tfd.DataLoader(st, batch_size=64, num_workers=workers)
+
+
+@pytest.mark.parametrize("hop", [(2, 0, 3), (0, 3, 1)])
+def test_a_shuffled_stream_resumes_exactly_once_on_another_worker_count(items, hop):
+    """NOTE [ Shuffling a SQL stream by bucket ]: the key buckets are the buffer's splits."""
+    db, table = items
+    make = lambda w: _shuffled(db, table, w)
+    whole, _ = read(make, 0, "id")
+    assert sorted(whole) == list(range(N_ROWS)) and whole != sorted(whole)
+    assert_resumes_exactly_once(make, range(N_ROWS), [hop], cuts=(0, 5, "last"))
+
+
+def test_a_shuffled_stream_with_empty_buckets_and_a_text_key_moves(db):
+    """Keys that fill a few buckets only (int keys, multiples of 48 of 240), and text keys."""
+    name = f"sparse_{uuid.uuid4().hex[:8]}"
+    db.execute(f'CREATE TABLE "{name}" (id BIGINT PRIMARY KEY, w TEXT)')
+    db.executemany(
+        f'INSERT INTO "{name}" VALUES ({db.ph}, {db.ph})', [(i * 48, f"w{i}") for i in range(300)]
+    )
+    for key in ("id", "w"):
+
+        def make(workers, key=key):
+            st = tfd.SQLStream(db.url, table=name, key=key, shuffle_buffer=40, chunk_rows=64)
+            return tfd.DataLoader(st, batch_size=16, num_workers=workers)
+
+        want = [i * 48 for i in range(300)] if key == "id" else [f"w{i}" for i in range(300)]
+        assert_resumes_exactly_once(make, want, [(2, 0, 3)], cuts=(0, 4), key=key)
+
+
+def test_a_shuffled_checkpoint_over_changed_rows_names_the_buckets(items):
+    """Its positions mean rows of each bucket's permuted order: other rows are refused, on the
+    same topology (where the buffer replays) and on another."""
+    db, table = items
+    _, state = read(lambda w: _shuffled(db, table, w), 2, "id", take=3)
+    db.execute(f'DELETE FROM "{table}" WHERE id IN (5, 245)')  # both in bucket 5
+    for workers in (2, 0):
+        with pytest.raises(tfd.SourceChangedError, match=r"bucket 5 \(\d+ then, \d+ now\)"):
+            _shuffled(db, table, workers).load_state_dict(state)
+    bad = json.loads(json.dumps(state))
+    bad["tensorfeed"]["source"] = {"epoch": 0, "rows": [[1, -3]]}
+    with pytest.raises(tfd.StateError, match="rows per key bucket"):
+        _shuffled(db, table, 2).load_state_dict(bad)
 
 
 def _set_positions(obj, position) -> None:

@@ -20,16 +20,17 @@ from __future__ import annotations
 import os
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
+from ... import stream_splits
 from ...columns import RowLocator, make_spec
 from ...dataset import StreamDataset
 from ...errors import ConfigError, TensorfeedError
 from ...sampling import World
-from . import keyset
+from . import buckets, keyset
 from .backend import _Backend, _MixedTypes
 from .config import _mixed, _SQLCommon
 from .driver_errors import _translate
@@ -73,6 +74,7 @@ class SQLStream(_SQLCommon, StreamDataset):
         self._idle: dict[str, Any] = {}  # {"conn", "pid"}: kept between epochs, never pickled
         self._token = uuid.uuid4().hex
         self._snapshot: tuple[int, str] | None = None  # (epoch, PostgreSQL snapshot id)
+        self._counts: tuple[int, dict[int, int]] | None = None  # (epoch, rows per bucket)
         weakref.finalize(self, _close_idle, self._idle, self._backend())
         weakref.finalize(self, _release_pin, self._token)
 
@@ -98,7 +100,9 @@ class SQLStream(_SQLCommon, StreamDataset):
         return keyset.start() if self._keyset() else 0
 
     def _advance(self, position: Any, table: pa.Table) -> Any:
-        return keyset.advance(position, table, self.key)
+        if self._keyset():
+            return keyset.advance(position, table, self.key)
+        return stream_splits.advance(position, table.num_rows)  # rows through the buffer
 
     def _visible(self, t: pa.Table) -> pa.Table:
         out = super()._visible(t)
@@ -110,10 +114,92 @@ class SQLStream(_SQLCommon, StreamDataset):
         keyset.check(position, f"a checkpoint position of {self.describe()}")
 
     def _regroup(self, epoch: int, positions: list[Any], num_shards: int) -> list[Any]:
-        self._refuse_shuffled_regroup()
         if self.key is None:
             return super()._regroup(epoch, positions, num_shards)
+        if self.shuffle_buffer > 0:
+            return self._regroup_splits(epoch, positions, num_shards)
         return keyset.regroup(positions, num_shards, self.describe())
+
+    # -- a shuffle buffer over key buckets (NOTE [ Shuffling a SQL stream by bucket ]) ---------
+    def _splits_of(self, epoch: int, shard: int, num_shards: int) -> list[int] | None:
+        if self.key is None:
+            return None  # one shard, replayed
+        return list(range(shard, keyset.BUCKETS, num_shards))
+
+    def _split_rows(self, epoch: int, split: int) -> int:
+        return self._bucket_counts(epoch).get(split, 0)
+
+    def _read_splits(self, epoch: int, splits: list[int]) -> Iterator[pa.Table]:
+        if not splits:  # every bucket of the shard was delivered
+            return iter(())
+
+        def tables(be: _Backend, conn: Any, in_snapshot: bool) -> Iterator[pa.Table]:
+            frm, params = self.src.from_clause()
+            bucket = self._bucket_sql(be, conn)
+            sql = (
+                f"SELECT {self._select_list()}, {bucket} AS {buckets.COLUMN} FROM {frm} "
+                f"WHERE {bucket} IN ({', '.join(map(str, splits))}) "
+                f"ORDER BY {bucket}, tfd_src.{self.src.quote(self.key or '')}"
+            )
+            got = be.stream(conn, sql, params, self.chunk_rows, self._typing(), in_snapshot)
+            for t in buckets.per_bucket(got, splits, self.describe()):
+                yield self._visible(t) if t.num_columns else t
+
+        return self._guarded(epoch, splits, tables)
+
+    def _bucket_counts(self, epoch: int) -> dict[int, int]:
+        """Rows per key bucket as of the epoch's snapshot (one GROUP BY, once per epoch)."""
+        cached = self._counts
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
+
+        def tables(be: _Backend, conn: Any, in_snapshot: bool) -> Iterator[pa.Table]:
+            frm, params = self.src.from_clause()
+            bucket = self._bucket_sql(be, conn)
+            yield be.table(
+                conn, f"SELECT {bucket} AS b, COUNT(*) AS n FROM {frm} GROUP BY 1", params
+            )
+
+        got = pa.concat_tables(list(self._guarded(epoch, [], tables)))
+        counts = dict(zip(got.column(0).to_pylist(), got.column(1).to_pylist(), strict=True))
+        self._counts = (epoch, {int(b): int(n) for b, n in counts.items()})
+        return self._counts[1]
+
+    def _bucket_sql(self, be: _Backend, conn: Any) -> str:
+        frm, params = self.src.from_clause()
+        names = be.schema(conn, f"SELECT tfd_src.* FROM {frm} LIMIT 0", params)
+        self._validate(names)
+        qk = f"tfd_src.{self.src.quote(self.key or '')}"
+        return be.bucket(qk, self._key_is_int(be, conn, frm, params), keyset.BUCKETS)
+
+    def _guarded(
+        self, epoch: int, splits: list[int], tables: Callable[..., Iterator[pa.Table]]
+    ) -> Iterator[pa.Table]:
+        where = f"{self.src.describe()} of {self.db.safe}"
+
+        def run(be: _Backend, conn: Any, in_snapshot: bool) -> Iterator[pa.Table]:
+            try:
+                yield from tables(be, conn, in_snapshot)
+            except _MixedTypes as exc:
+                raise _mixed(exc, where) from None
+            except (TensorfeedError, GeneratorExit):
+                raise
+            except Exception as exc:
+                raise _translate(exc, self.db, self.src) from None
+
+        return self._statement(epoch, run)
+
+    def _checkpoint_state(self) -> dict[str, Any] | None:
+        """A shuffled stream's rows per bucket: its positions mean those rows only."""
+        if self.key is None or self.shuffle_buffer == 0:
+            return None
+        return {"epoch": self.epoch, "rows": buckets.as_list(self._bucket_counts(self.epoch))}
+
+    def _restore_checkpoint_state(self, state: Any) -> None:
+        if state is None or self.key is None or self.shuffle_buffer == 0:
+            return
+        epoch, then = buckets.parse_state(state, self.describe())
+        buckets.check_unchanged(then, self._bucket_counts(epoch), self.describe())
 
     def _iter_tables(self, world: World, epoch: int, position: Any) -> Iterator[pa.Table]:
         if world.num_shards > 1 and self.key is None:
@@ -123,13 +209,22 @@ class SQLStream(_SQLCommon, StreamDataset):
                 "column) or read it with num_workers=0 on one rank"
             )
         self._check_position(position)
+        return self._statement(
+            epoch, lambda be, conn, snap: self._shard_tables(be, conn, world, position, snap)
+        )
+
+    def _statement(
+        self, epoch: int, tables: Callable[..., Iterator[pa.Table]]
+    ) -> Iterator[pa.Table]:
+        """``tables(backend, connection, in_snapshot)`` on this process's connection, in the
+        epoch's snapshot when one is pinned; the connection is kept for the next statement."""
         be = self._backend()
         pid = os.getpid()
         conn = self._idle_connection(be)
         done = False
         try:
             in_snapshot = self._enter_snapshot(be, conn, epoch)
-            yield from self._shard_tables(be, conn, world, position, in_snapshot)
+            yield from tables(be, conn, in_snapshot)
             if in_snapshot and isinstance(be, _Postgres):
                 be.execute(conn, "ROLLBACK")  # the read is done: hold nothing until the next
             done = True
