@@ -47,7 +47,7 @@ _EXPORTS: dict[str, str] = {
     "TransientError": "errors",
     "WeightedSampler": "weighted_samplers",
     "World": "sampling",
-    "balance_stream": "splitting",
+    "balance_stream": "balanced_stream",
     "collate": "collate_fn",
     "loaders": "loader",
     "open": "registry",
@@ -75,6 +75,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - static view of the lazy names
+    from .balanced_stream import balance_stream
     from .collate_fn import Collate, collate
     from .columns import pad_collate
     from .dataset import MapDataset, StreamDataset
@@ -100,6 +101,6 @@ if TYPE_CHECKING:  # pragma: no cover - static view of the lazy names
     from .sources.lake import LakeDataset, LakeStream
     from .sources.memory import MemoryDataset, MemoryStream
     from .sources.sql import SQLDataset, SQLStream
-    from .splitting import Subset, balance_stream, random_split, split
+    from .splitting import Subset, random_split, split
     from .tuning import tune
     from .weighted_samplers import BalancedSampler, HardExampleSampler, WeightedSampler

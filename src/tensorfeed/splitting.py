@@ -37,7 +37,7 @@ import torch
 from .columns import RowLocator
 from .dataset import MapDataset, StreamDataset, _digest, normalize_indices
 from .errors import ConfigError, NotFoundError, StateError
-from .sampling import World, _digest_array, _unique_labels, read_column, shard_seed
+from .sampling import World, _digest_array, _unique_labels, read_column
 
 # --------------------------------------------------------------------------- stable hashing
 
@@ -348,6 +348,9 @@ def _lengths_to_counts(lengths: list[int | float], n: int) -> list[int]:
 # --------------------------------------------------------------------------- filtered streams
 
 
+_CARRYING = {"inner", "kept", "carry"}  # a regrouped position of a replayed filtered stream
+
+
 class FilteredStream(StreamDataset):
     """Base of streams that keep some rows of another stream (splits, class balancing).
 
@@ -360,14 +363,13 @@ class FilteredStream(StreamDataset):
     a pure function of the row (the split filter), so :class:`BalancedStream` refuses it.
 
     On other numbers of workers and ranks (NOTE [ Elastic stream checkpoints ]) an inner
-    position regroups as the inner stream's does; so does a count of kept rows if the filter is
-    a pure function of the row (``_pure_filter``): each old shard of the inner stream is replayed
-    with the filter up to its last kept row, giving the inner position there, and the inner
-    stream regroups those. A new shard's position is ``{"inner": its inner position, "kept":
-    rows kept since}``. That reads again what the old shards delivered, once per move.
+    position regroups as the inner stream's does; so does a count of kept rows: each old shard
+    of the inner stream is replayed with the filter up to its last kept row, giving the inner
+    position there, and the inner stream regroups those. A new shard's position is ``{"inner":
+    its inner position, "kept": rows kept since, "carry": the filter's state to start from}``
+    (BalancedStream carries the class counts seen so far, summed over the old shards; its new
+    shards then draw on their own). That reads again what the old shards delivered, once per move.
     """
-
-    _pure_filter = False  # whether _keep is a function of the row alone (it regroups)
 
     def __init__(self, stream: StreamDataset) -> None:
         if not isinstance(stream, StreamDataset):
@@ -392,20 +394,21 @@ class FilteredStream(StreamDataset):
         if not self._replays():
             return self.inner._advance(position, table)
         if isinstance(position, dict):
-            return {"inner": position["inner"], "kept": position["kept"] + table.num_rows}
+            return {**position, "kept": position["kept"] + table.num_rows}
         return position + table.num_rows
 
-    def _replay_position(self, position: Any) -> tuple[Any, int]:
-        """``(inner position to replay from (None: the start), kept rows to skip)``, checked."""
+    def _replay_position(self, position: Any) -> tuple[Any, int, Any]:
+        """``(inner position to replay from (None: the start), kept rows to skip, the filter's
+        carried state)``, checked."""
         if isinstance(position, int) and not isinstance(position, bool) and position >= 0:
-            return None, position
-        if isinstance(position, dict) and set(position) == {"inner", "kept"}:
+            return None, position, None
+        if isinstance(position, dict) and set(position) in ({"inner", "kept"}, _CARRYING):
             kept = position["kept"]
             if isinstance(kept, int) and not isinstance(kept, bool) and kept >= 0:
-                return position["inner"], kept
+                return position["inner"], kept, position.get("carry")
         raise StateError(
             f"a checkpoint position of {self.describe()} must be a count of rows >= 0 or "
-            f"{{'inner': position, 'kept': int >= 0}}, got {position!r}"
+            f"{{'inner': position, 'kept': int >= 0, 'carry': ...}}, got {position!r}"
         )
 
     def _locator(self, table: pa.Table) -> RowLocator:
@@ -416,20 +419,23 @@ class FilteredStream(StreamDataset):
         own; counts of kept rows through a replay of each old shard."""
         if not self._replays():
             return self.inner._regroup(epoch, positions, num_shards)
-        if not self._pure_filter:
-            return super()._regroup(epoch, positions, num_shards)
         old = len(positions)
-        inner = [self._inner_position(epoch, k, old, p) for k, p in enumerate(positions)]
-        return [{"inner": p, "kept": 0} for p in self.inner._regroup(epoch, inner, num_shards)]
+        replayed = [self._inner_position(epoch, k, old, p) for k, p in enumerate(positions)]
+        carry = self._merge_carried([c for _, c in replayed])
+        moved = self.inner._regroup(epoch, [p for p, _ in replayed], num_shards)
+        return [{"inner": p, "kept": 0, "carry": carry} for p in moved]
 
-    def _inner_position(self, epoch: int, shard: int, num_shards: int, position: Any) -> Any:
-        """The inner position of old shard ``shard`` just after its last kept row."""
-        start, kept = self._replay_position(position)
+    def _inner_position(
+        self, epoch: int, shard: int, num_shards: int, position: Any
+    ) -> tuple[Any, Any]:
+        """The inner position of old shard ``shard`` just after its last kept row, and what its
+        filter carries from there."""
+        start, kept, carry = self._replay_position(position)
         inner_pos = self.inner._start_position() if start is None else start
-        if kept == 0:
-            return inner_pos
         world = World(0, 1, shard, num_shards)
-        state = self._shard_state(world, epoch)
+        state = self._shard_state(world, epoch, carry)
+        if kept == 0:
+            return inner_pos, self._carried(state)
         for cb in self.inner._shard_batches(world, epoch, start):
             t = cb.table
             mask = self._keep(t, state)
@@ -439,11 +445,18 @@ class FilteredStream(StreamDataset):
                 inner_pos = self.inner._advance(inner_pos, t)
                 continue
             last = int(np.flatnonzero(mask)[kept - 1])  # the shard's last kept row
-            return self.inner._advance(inner_pos, t.slice(0, last + 1))
+            return self.inner._advance(inner_pos, t.slice(0, last + 1)), self._carried(state)
         raise StateError(
             f"{self.describe()}: shard {shard} of {num_shards} has a position {kept} kept "
             "row(s) past the end of its rows (a checkpoint of other data?)"
         )
+
+    def _carried(self, state: Any) -> Any:
+        """What a shard's filter state carries to the shards that take over its splits."""
+        return None
+
+    def _merge_carried(self, carried: list[Any]) -> Any:
+        return None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -453,13 +466,16 @@ class FilteredStream(StreamDataset):
         """A boolean mask of the rows of ``table`` to keep."""
         raise NotImplementedError
 
-    def _shard_state(self, world: World, epoch: int) -> Any:
-        """Per-shard, per-epoch state of the filter (an RNG, running counts), made fresh."""
+    def _shard_state(self, world: World, epoch: int, carry: Any = None) -> Any:
+        """Per-shard, per-epoch state of the filter (an RNG, running counts), made fresh from
+        what a regroup carried (``_carried``)."""
         return None
 
     def _iter_tables(self, world: World, epoch: int, position: Any) -> Iterator[pa.Table]:
-        state = self._shard_state(world, epoch)
-        inner_position, skip = self._replay_position(position) if self._replays() else (position, 0)
+        inner_position, skip, carry = (
+            self._replay_position(position) if self._replays() else (position, 0, None)
+        )
+        state = self._shard_state(world, epoch, carry)
         for cb in self.inner._shard_batches(world, epoch, inner_position):
             t = cb.table
             mask = self._keep(t, state)
@@ -498,103 +514,9 @@ class SplitStream(FilteredStream):
         self.split_seed = int(seed)
         self.name = name
 
-    _pure_filter = True  # a row's split is a hash of its column
-
     def describe(self) -> str:
         return f"{self.inner.describe()} [split {self.name!r}]"
 
     def _keep(self, table: pa.Table, state: Any) -> np.ndarray:
         keys = _table_column(table, self.column_name, self.inner.describe(), "split")
         return assign_splits(keys, self.fractions, self.split_seed) == self.index
-
-
-class BalancedStream(FilteredStream):
-    """Class-balanced sampling of a stream by per-class acceptance (see :func:`balance_stream`)."""
-
-    def __init__(
-        self,
-        stream: StreamDataset,
-        label: str,
-        ratios: Mapping[Any, float] | None = None,
-        seed: int = 0,
-        frequencies: Mapping[Any, float] | None = None,
-    ) -> None:
-        super().__init__(stream)
-        if not self._replays():
-            raise ConfigError(
-                f"balance_stream needs a stream whose checkpoint is a row count; "
-                f"{stream.describe()} checkpoints by its own positions, and a random filter "
-                "could not resume exactly from them"
-            )
-        self.label = label
-        self.ratios = _positive_map(ratios, "ratios")
-        self.frequencies = _positive_map(frequencies, "frequencies")
-        self.balance_seed = int(seed)
-
-    def describe(self) -> str:
-        return f"{self.inner.describe()} [balanced by {self.label!r}]"
-
-    def _shard_state(self, world: World, epoch: int) -> Any:
-        rng = np.random.default_rng(shard_seed(self.balance_seed, epoch, world.rank, world.worker))
-        return {"rng": rng, "seen": {}}
-
-    def acceptance(self, seen: Mapping[Any, float]) -> dict[Any, float]:
-        """Acceptance probability of each class given its (estimated) source frequency."""
-        freq = self.frequencies if self.frequencies is not None else seen
-        if self.ratios is not None:
-            target = {c: r for c, r in self.ratios.items() if freq.get(c, 0) > 0}
-        else:
-            target = {c: 1.0 for c, f in freq.items() if f > 0}
-        if not target:
-            return {}
-        lift = {c: target[c] / freq[c] for c in target}
-        top = max(lift.values())
-        return {c: v / top for c, v in lift.items()}
-
-    def _keep(self, table: pa.Table, state: Any) -> np.ndarray:
-        labels = _table_column(table, self.label, self.inner.describe(), "balance_stream label")
-        classes, codes = _unique_labels(labels)
-        keys = classes.tolist()
-        seen = state["seen"]
-        for c, k in zip(keys, np.bincount(codes, minlength=len(keys)).tolist()):
-            seen[c] = seen.get(c, 0) + k
-        accept = self.acceptance(seen)
-        p = np.array([accept.get(c, 0.0) for c in keys], dtype=np.float64)
-        u = state["rng"].random(len(codes))
-        return u < p[codes] if len(codes) else np.zeros(0, dtype=bool)
-
-
-def _positive_map(values: Mapping[Any, float] | None, what: str) -> dict[Any, float] | None:
-    if values is None:
-        return None
-    out = {}
-    for c, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
-            raise ConfigError(f"{what} of class {c!r} must be a number, got {v!r}")
-        if not math.isfinite(v) or v < 0:
-            raise ConfigError(f"{what} of class {c!r} is {v!r}; it must be finite and >= 0")
-        out[c] = float(v)
-    if not any(out.values()):
-        raise ConfigError(f"every entry of {what} is zero")
-    return out
-
-
-def balance_stream(
-    stream: StreamDataset,
-    label: str,
-    ratios: Mapping[Any, float] | None = None,
-    seed: int = 0,
-    frequencies: Mapping[Any, float] | None = None,
-) -> BalancedStream:
-    """A stream that keeps each row of class c with probability
-    ``a_c = (r_c / f_c) / max_k (r_k / f_k)``, so the output has class shares ``r_c / sum(r)``.
-
-    ``ratios`` are the target relative shares (default: equal; classes left out are dropped).
-    ``f_c`` is the class's share of the source: ``frequencies`` if given, else a running
-    estimate from the rows this shard has read so far this epoch (so the first tables are
-    balanced less precisely). The class that is rarest relative to its target is kept whole,
-    the others are thinned: the expected output is ``min_k(f_k / r_k) * sum(r)`` of the input.
-    Decisions come from ``shard_seed(seed, epoch, rank, worker)``; checkpoints resume exactly
-    (NOTE [ Checkpoints of filtered streams ]).
-    """
-    return BalancedStream(stream, label, ratios, seed, frequencies)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tensorfeed as tfd
-from tensorfeed.splitting import balance_stream
+from tensorfeed.balanced_stream import balance_stream
 
 from .conftest import roundtrip
 

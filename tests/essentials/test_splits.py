@@ -226,7 +226,7 @@ def test_a_split_of_a_replayed_stream_resumes_on_any_topology(data, buffer):
     moved = loader(0)
     moved.load_state_dict(state)
     position = moved.state_dict()["fetcher_state"]["dataset_iter_state"]["position"]
-    assert set(position) == {"inner", "kept"} and position["kept"] == 0
+    assert set(position) == {"inner", "kept", "carry"} and position["kept"] == 0
 
 
 def test_a_split_position_that_is_not_a_count_is_refused(data):
@@ -243,17 +243,43 @@ def test_a_split_position_that_is_not_a_count_is_refused(data):
             loader(0).load_state_dict(state)
 
 
-def test_a_balanced_stream_resumes_on_its_own_topology_only(data):
-    """Its acceptance depends on the shard's running counts: the count cannot be moved."""
+def test_a_balanced_stream_resumes_on_any_topology_with_its_class_counts(data):
+    """NOTE [ Checkpoints of filtered streams ]: the old shards are replayed (their draws are
+    seeded by shard), nothing is delivered twice, the new shards start from the class counts
+    seen so far, and the resumed epoch stays balanced."""
+    ids = np.arange(2000)
+    labels = (ids % 10 == 0).astype(np.int64)  # 10% positives
 
+    def loader(workers):
+        stream = tfd.MemoryStream({"id": ids, "y": labels}, chunk_rows=64)
+        balanced = tfd.balance_stream(stream, label="y", seed=1)
+        return tfd.DataLoader(balanced, batch_size=16, num_workers=workers)
+
+    whole, _ = read(loader, 2, "id")
+    head, state = read(loader, 2, "id", take=10)
+    tail, _ = read(loader, 2, "id", state)
+    assert head + tail == whole  # the same topology: the same draws
+    for b, c in [(0, 3), (3, 1)]:
+        head, state = read(loader, 2, "id", take=10)
+        mid, state = read(loader, b, "id", state, take=5)
+        rest, _ = read(loader, c, "id", state)
+        got = head + mid + rest
+        assert len(got) == len(set(got)), f"{len(got) - len(set(got))} rows twice"
+        positives = sum(1 for i in got if i % 10 == 0) / len(got)
+        assert 0.35 < positives < 0.65, positives
+
+
+def test_a_balanced_checkpoint_of_an_earlier_version_is_refused(data):
     def loader(workers):
         stream = tfd.balance_stream(tfd.MemoryStream(data, chunk_rows=8), label="y", seed=1)
         return tfd.DataLoader(stream, batch_size=4, num_workers=workers)
 
     _, state = read(loader, 2, "id", take=2)
-    with pytest.raises(tfd.StateError, match="same numbers of DataLoader workers and DDP ranks"):
-        loader(0).load_state_dict(state)
-    head, state = read(loader, 2, "id", take=2)
-    tail, _ = read(loader, 2, "id", state)
-    whole, _ = read(loader, 2, "id")
-    assert head + tail == whole
+    state["_snapshot"]["_worker_snapshots"]["worker_1"]["fetcher_state"]["dataset_iter_state"][
+        "position"
+    ] = 8  # an earlier tensorfeed counted kept rows
+    for workers in (2, 0):  # the same topology (at the first batch), and another (at load)
+        resumed = loader(workers)
+        with pytest.raises(tfd.StateError, match="earlier tensorfeed"):
+            resumed.load_state_dict(state)
+            list(resumed)
