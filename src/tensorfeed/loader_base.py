@@ -212,7 +212,7 @@ class BaseDataLoader(StatefulDataLoader):
                 "on_change='continue' needs a map-style source with a key (SQLDataset, the file "
                 "datasets, LakeDataset with key=) read by the loader's own sampler "
                 "(shuffle=True/False, a batch_size), or KafkaStream: "
-                f"{self._source!r} does not qualify. SQLStream resumes by key already"
+                f"{self._source!r} does not qualify (a SQLStream needs key= and no shuffle buffer)"
             )
         sampler.order_keys = key_order.as_keys(keys_of(), self._source.describe())
         return on_change

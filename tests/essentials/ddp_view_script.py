@@ -70,8 +70,9 @@ def loader() -> tfd.DataLoader:
         on_change = "raise" if mode == "resume" else "continue"
         ds = tfd.SQLDataset(where, table="view_rows", key="id")
         return tfd.DataLoader(ds, batch_size=4, shuffle=True, on_change=on_change)
-    if kind == "sql-stream":
-        return tfd.DataLoader(tfd.SQLStream(where, table="view_rows", key="id"), batch_size=4)
+    if kind == "sql-stream":  # the resumed job goes on by key over the writer's rows
+        stream = tfd.SQLStream(where, table="view_rows", key="id")
+        return tfd.DataLoader(stream, batch_size=4, on_change="continue")
     if kind == "lake":
         return tfd.DataLoader(tfd.LakeDataset(where), batch_size=4, shuffle=True)
     if kind == "lake-stream":

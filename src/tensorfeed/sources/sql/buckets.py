@@ -9,7 +9,10 @@ checkpoint moves to other numbers of workers and ranks. ``regroup`` needs each b
 count: one ``GROUP BY`` in the epoch's snapshot, once per epoch. Since a position means rows of
 a bucket's permuted order, it holds only over the same rows: the checkpoint keeps the rows per
 bucket, and a resume over other counts is a ``SourceChangedError`` naming the buckets (on the same
-topology too, where the buffer replays). Each bucket is a uniform sample of the keys (the key mod
+topology too, where the buffer replays). Every SQL stream's checkpoint keeps them (a keyless
+one's all in bucket 0): a keyless stream refuses other counts too, and a keyset stream (a key,
+no buffer) refuses them unless ``on_change="continue"``, when it goes on after each bucket's last
+key delivered and counts the change in ``loader.stats.source_changes``. Each bucket is a uniform sample of the keys (the key mod
 240, or a stable hash), so buckets in their natural order mix the table evenly.
 """
 
@@ -93,15 +96,25 @@ def parse_state(state: Any, where: str) -> tuple[int, dict[int, int]]:
     return int(epoch), counts  # type: ignore[arg-type]
 
 
-def check_unchanged(then: dict[int, int], now: dict[int, int], where: str) -> None:
+def changed(then: dict[int, int], now: dict[int, int]) -> list[int]:
+    """The buckets whose rows differ between two counts."""
+    return sorted(b for b in set(then) | set(now) if then.get(b, 0) != now.get(b, 0))
+
+
+def check_unchanged(
+    then: dict[int, int],
+    now: dict[int, int],
+    where: str,
+    hint: str = "a shuffled or keyless SQL stream's checkpoint resumes over the same rows only; "
+    "start the epoch again",
+) -> None:
     """A SourceChangedError naming the buckets whose rows changed since the checkpoint."""
-    changed = sorted(b for b in set(then) | set(now) if then.get(b, 0) != now.get(b, 0))
-    if not changed:
+    differ = changed(then, now)
+    if not differ:
         return
-    shown = ", ".join(f"{b} ({then.get(b, 0)} then, {now.get(b, 0)} now)" for b in changed[:5])
-    more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+    shown = ", ".join(f"{b} ({then.get(b, 0)} then, {now.get(b, 0)} now)" for b in differ[:5])
+    more = f" and {len(differ) - 5} more" if len(differ) > 5 else ""
     raise SourceChangedError(
         f"{where} changed since this checkpoint: rows per key bucket differ in bucket {shown}"
-        f"{more} ({sum(then.values())} rows then, {sum(now.values())} now). A shuffled SQL "
-        "stream's checkpoint resumes over the same rows only; start the epoch again"
+        f"{more} ({sum(then.values())} rows then, {sum(now.values())} now); {hint}"
     )

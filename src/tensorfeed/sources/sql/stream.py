@@ -75,6 +75,7 @@ class SQLStream(_SQLCommon, StreamDataset):
         self._token = uuid.uuid4().hex
         self._snapshot: tuple[int, str] | None = None  # (epoch, PostgreSQL snapshot id)
         self._counts: tuple[int, dict[int, int]] | None = None  # (epoch, rows per bucket)
+        self._then: tuple[int, dict[int, int]] | None = None  # a loaded checkpoint's counts
         weakref.finalize(self, _close_idle, self._idle, self._backend())
         weakref.finalize(self, _release_pin, self._token)
 
@@ -145,12 +146,13 @@ class SQLStream(_SQLCommon, StreamDataset):
             for t in buckets.per_bucket(got, splits, self.describe()):
                 yield self._visible(t) if t.num_columns else t
 
-        return self._guarded(epoch, splits, tables)
+        return self._guarded(epoch, tables)
 
-    def _bucket_counts(self, epoch: int) -> dict[int, int]:
-        """Rows per key bucket as of the epoch's snapshot (one GROUP BY, once per epoch)."""
+    def _bucket_counts(self, epoch: int, fresh: bool = False) -> dict[int, int]:
+        """Rows per key bucket (all in bucket 0 without a key) as of the epoch's snapshot: one
+        GROUP BY, once per epoch; ``fresh``: count again (a resume compares today's rows)."""
         cached = self._counts
-        if cached is not None and cached[0] == epoch:
+        if cached is not None and cached[0] == epoch and not fresh:
             return cached[1]
 
         def tables(be: _Backend, conn: Any, in_snapshot: bool) -> Iterator[pa.Table]:
@@ -160,7 +162,7 @@ class SQLStream(_SQLCommon, StreamDataset):
                 conn, f"SELECT {bucket} AS b, COUNT(*) AS n FROM {frm} GROUP BY 1", params
             )
 
-        got = pa.concat_tables(list(self._guarded(epoch, [], tables)))
+        got = pa.concat_tables(list(self._guarded(epoch, tables, pinned=not fresh)))
         counts = dict(zip(got.column(0).to_pylist(), got.column(1).to_pylist(), strict=True))
         self._counts = (epoch, {int(b): int(n) for b, n in counts.items()})
         return self._counts[1]
@@ -169,12 +171,15 @@ class SQLStream(_SQLCommon, StreamDataset):
         frm, params = self.src.from_clause()
         names = be.schema(conn, f"SELECT tfd_src.* FROM {frm} LIMIT 0", params)
         self._validate(names)
-        qk = f"tfd_src.{self.src.quote(self.key or '')}"
+        if self.key is None:
+            return "0"
+        qk = f"tfd_src.{self.src.quote(self.key)}"
         return be.bucket(qk, self._key_is_int(be, conn, frm, params), keyset.BUCKETS)
 
     def _guarded(
-        self, epoch: int, splits: list[int], tables: Callable[..., Iterator[pa.Table]]
+        self, epoch: int, tables: Callable[..., Iterator[pa.Table]], pinned: bool = True
     ) -> Iterator[pa.Table]:
+        """``tables`` through ``_statement``, with driver errors translated."""
         where = f"{self.src.describe()} of {self.db.safe}"
 
         def run(be: _Backend, conn: Any, in_snapshot: bool) -> Iterator[pa.Table]:
@@ -187,19 +192,56 @@ class SQLStream(_SQLCommon, StreamDataset):
             except Exception as exc:
                 raise _translate(exc, self.db, self.src) from None
 
-        return self._statement(epoch, run)
+        return self._statement(epoch, run, pinned)
 
-    def _checkpoint_state(self) -> dict[str, Any] | None:
-        """A shuffled stream's rows per bucket: its positions mean those rows only."""
-        if self.key is None or self.shuffle_buffer == 0:
-            return None
+    # -- a changed table (NOTE [ Shuffling a SQL stream by bucket ] in buckets.py) ------------
+    def _checkpoint_state(self) -> dict[str, Any]:
+        """The epoch's rows per key bucket: a resume over other rows is named, never mixed."""
         return {"epoch": self.epoch, "rows": buckets.as_list(self._bucket_counts(self.epoch))}
 
     def _restore_checkpoint_state(self, state: Any) -> None:
-        if state is None or self.key is None or self.shuffle_buffer == 0:
+        """A shuffled or keyless stream's positions mean the checkpoint's rows: other counts are
+        a SourceChangedError. A keyset stream's are compared in ``_check_resume``, where the
+        loader says whether the epoch may go on by key (``on_change``)."""
+        self._then = None
+        if state is None:  # a checkpoint of an earlier tensorfeed: nothing to compare
             return
         epoch, then = buckets.parse_state(state, self.describe())
-        buckets.check_unchanged(then, self._bucket_counts(epoch), self.describe())
+        if self._keyset():
+            self._then = (epoch, then)
+            return
+        buckets.check_unchanged(then, self._bucket_counts(epoch, fresh=True), self.describe())
+
+    @property
+    def _continues_over_changes(self) -> bool:
+        return self._keyset()  # on_change="continue": the keyset positions go on by key
+
+    def _check_resume(
+        self, positions: list[Any], continuing: bool = False
+    ) -> dict[str, Any] | None:
+        """A keyset stream's rows per bucket against today's: raise, or (``continuing``) go on
+        after each bucket's last key delivered, returning what changed for
+        ``loader.stats.source_changes``."""
+        then, self._then = self._then, None
+        if then is None:
+            return None
+        now = self._bucket_counts(then[0], fresh=True)
+        if continuing:
+            changed = buckets.changed(then[1], now)
+            if not changed:
+                return None
+            return {
+                "rows_then": sum(then[1].values()),
+                "rows_now": sum(now.values()),
+                "buckets_changed": len(changed),
+            }
+        buckets.check_unchanged(
+            then[1],
+            now,
+            self.describe(),
+            "on_change='continue' goes on after the last key delivered",
+        )
+        return None
 
     def _iter_tables(self, world: World, epoch: int, position: Any) -> Iterator[pa.Table]:
         if world.num_shards > 1 and self.key is None:
@@ -214,16 +256,17 @@ class SQLStream(_SQLCommon, StreamDataset):
         )
 
     def _statement(
-        self, epoch: int, tables: Callable[..., Iterator[pa.Table]]
+        self, epoch: int, tables: Callable[..., Iterator[pa.Table]], pinned: bool = True
     ) -> Iterator[pa.Table]:
         """``tables(backend, connection, in_snapshot)`` on this process's connection, in the
-        epoch's snapshot when one is pinned; the connection is kept for the next statement."""
+        epoch's snapshot when one is pinned (and ``pinned``: False reads today's rows); the
+        connection is kept for the next statement."""
         be = self._backend()
         pid = os.getpid()
         conn = self._idle_connection(be)
         done = False
         try:
-            in_snapshot = self._enter_snapshot(be, conn, epoch)
+            in_snapshot = pinned and self._enter_snapshot(be, conn, epoch)
             yield from tables(be, conn, in_snapshot)
             if in_snapshot and isinstance(be, _Postgres):
                 be.execute(conn, "ROLLBACK")  # the read is done: hold nothing until the next
