@@ -91,9 +91,14 @@ def test_only_a_keyed_map_style_source_with_the_loaders_sampler_continues(items)
     ):
         with pytest.raises(tfd.ConfigError, match="needs a map-style source with a key"):
             tfd.DataLoader(ds, **{"batch_size": 8, **bad}, on_change="continue")
-    stream = tfd.SQLStream(db.url, table=table, key="id")
-    with pytest.raises(tfd.ConfigError, match="SQLStream resumes by key already"):
-        tfd.DataLoader(stream, batch_size=8, on_change="continue")
+    keyed = tfd.SQLStream(db.url, table=table, key="id")  # goes on by key (test_stream.py)
+    tfd.DataLoader(keyed, batch_size=8, on_change="continue")
+    for stream in (
+        tfd.SQLStream(db.url, table=table),
+        tfd.SQLStream(db.url, table=table, key="id", shuffle_buffer=10),
+    ):
+        with pytest.raises(tfd.ConfigError, match="a SQLStream needs key= and no shuffle buffer"):
+            tfd.DataLoader(stream, batch_size=8, on_change="continue")
     memory = tfd.MemoryDataset({"id": list(range(10))})
     with pytest.raises(tfd.ConfigError, match="needs a map-style source with a key"):
         tfd.DataLoader(memory, batch_size=2, on_change="continue")
