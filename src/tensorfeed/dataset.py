@@ -372,7 +372,7 @@ class StreamDataset(IterableDataset[Any]):
                 raise ConfigError(f"{self.describe()} does not support a shuffle buffer")
             rng = np.random.default_rng(shard_seed(self.seed, ep, world.rank, world.worker))
             tables = _shuffle_buffer(self._iter_tables(world, ep, start), self.shuffle_buffer, rng)
-            tables = _skip_rows(tables, position)
+            tables = stream_splits.skip_rows(tables, position)
         else:
             tables = self._iter_tables(world, ep, position)
         for t in tables:
@@ -388,15 +388,6 @@ class StreamDataset(IterableDataset[Any]):
     def batches(self, batch_size: int, drop_last: bool = False) -> _BatchIterable:
         """An iterable dataset of whole ColumnBatches of ``batch_size`` rows (the fast path)."""
         return _BatchIterable(self, batch_size, drop_last)
-
-
-def _skip_rows(tables: Iterator[pa.Table], skip: int) -> Iterator[pa.Table]:
-    for t in tables:
-        if skip >= t.num_rows:
-            skip -= t.num_rows
-            continue
-        yield t.slice(skip) if skip else t
-        skip = 0
 
 
 def _shuffle_buffer(

@@ -161,12 +161,7 @@ def shuffled(
         for labels in draws.drain():
             yield hand_out(labels)
 
-    for t in emitted():
-        if skip >= t.num_rows:
-            skip -= t.num_rows
-            continue
-        yield t.slice(skip) if skip else t
-        skip = 0
+    yield from stream_splits.skip_rows(emitted(), skip)
 
 
 def _rows_per_split(

@@ -56,6 +56,16 @@ def advance(position: Any, rows: int) -> Any:
     return int(position or 0) + rows
 
 
+def skip_rows(tables: Iterator[Any], skip: int) -> Iterator[Any]:
+    """``tables`` (Arrow tables) less their first ``skip`` rows."""
+    for t in tables:
+        if skip >= t.num_rows:
+            skip -= t.num_rows
+            continue
+        yield t.slice(skip) if skip else t
+        skip = 0
+
+
 def starts(
     splits: list[int], done: dict[int, int], count: Callable[[int], int]
 ) -> Iterator[tuple[int, int]]:
