@@ -7,5 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q torch==2.13.0
 python -m pip install -q -c constraints.txt ".[all,test,bench]"
-# -X faulthandler: a crash (SIGSEGV, SIGABRT) prints every thread's Python stack
-python -X faulthandler -m pytest -q -p no:cacheprovider "$@"
+# -X faulthandler: a crash (SIGSEGV, SIGABRT) prints every thread's Python stack.
+# -n 2 (pytest-xdist): two test processes. Most of the suite's time is spent waiting on servers,
+# torchrun jobs and subprocesses, so two of them keep this 2-core machine busy (17 -> ~9 min);
+# pass -n 0 to run in one process.
+python -X faulthandler -m pytest -q -p no:cacheprovider -n 2 "$@"

@@ -11,8 +11,10 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,24 +35,29 @@ DEMOS = {
 @pytest.mark.parametrize("name", list(DEMOS))
 def test_demo_leaves_nothing_in_the_temporary_directory(tmp_path: Path, name: str) -> None:
     args, progress = DEMOS[name]
-    tmp, home, cache = tmp_path / "tmp", tmp_path / "home", tmp_path / "cache"
-    tmp.mkdir()
+    # TMPDIR must stay short: multiprocessing binds AF_UNIX sockets in it (108 bytes at most),
+    # and under pytest-xdist tmp_path is long enough to overflow that
+    tmp = Path(tempfile.mkdtemp(prefix="d", dir=tempfile.gettempdir()))
+    home, cache = tmp_path / "home", tmp_path / "cache"
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("TENSORFEED_CACHE", "TORCHINDUCTOR_CACHE_DIR")
     }
     env.update(TMPDIR=str(tmp), HOME=str(home), XDG_CACHE_HOME=str(cache))
-    proc = subprocess.run(
-        [sys.executable, "-m", "tensorfeed.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert progress in proc.stderr
-    assert sorted(p.name for p in tmp.iterdir()) == []
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tensorfeed.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env=env,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert progress in proc.stderr
+        assert sorted(p.name for p in tmp.iterdir()) == []
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     if name != "kafka":  # what is meant to persist is in the cache directory
         assert any((cache / "tensorfeed").iterdir())
     assert not home.exists() or not any(home.iterdir())
